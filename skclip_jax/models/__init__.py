@@ -1,0 +1,1 @@
+"""Flax modules: the SlowOnly video tower, the BERT text tower and the two-tower SkeletonCLIP++ model."""
