@@ -1,0 +1,115 @@
+"""The SkeletonCLIP++ two-tower model: SlowOnly frames, BERT text, joint-space projections, temperature, match head.
+
+The module only computes features; WFI, SSM and CSI live in pure functions (`wfi`, `losses`, `csi`) that the train
+and eval steps call on its outputs, so each piece of the paper can be tested on its own.
+"""
+
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from skclip_jax.models import slowonly, text
+
+Mapping = Literal["linear", "residual"]
+
+
+class JointProjection(nn.Module):
+    """Maps features into the joint space: `linear` (paper default) or `residual` (Table 1's non-linear mapping).
+
+    `residual` is Dense -> GELU -> Dense plus a Dense shortcut, as the original's residual embedder.
+    """
+
+    features: int
+    mapping: Mapping = "linear"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.mapping == "linear":
+            return nn.Dense(self.features, dtype=self.dtype, name="linear")(x)
+        if self.mapping == "residual":
+            h = nn.Dense(self.features, dtype=self.dtype, name="hidden")(x)
+            h = nn.Dense(self.features, dtype=self.dtype, name="out")(nn.gelu(h, approximate=False))
+            return h + nn.Dense(self.features, dtype=self.dtype, name="shortcut")(x)
+        raise ValueError(f"mapping must be 'linear' or 'residual', got {self.mapping!r}")
+
+
+class SkeletonCLIP(nn.Module):
+    """Video tower (SlowOnly over heatmap volumes) and text tower (BERT), with a BERT fusion mode for CSI.
+
+    Attributes:
+      slowonly_kwargs: SlowOnly constructor fields (in_channels, base_channels, stage_blocks, ...).
+      bert_config: a transformers BertConfig with add_cross_attention=True and the [ENC]/[DEC]-enlarged vocab.
+      enc_token_id: id of the added [ENC] token that replaces [CLS] in fusion mode.
+      embed_dim: joint-space width (256 in the paper).
+      mapping: joint-space projection of frames and texts (Table 1).
+      init_temperature: initial SSM temperature (0.07).
+      dtype: compute dtype; parameters stay float32.
+    """
+
+    slowonly_kwargs: dict
+    bert_config: Any
+    enc_token_id: int
+    embed_dim: int = 256
+    mapping: Mapping = "linear"
+    init_temperature: float = 0.07
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.video_encoder = slowonly.SlowOnly(**self.slowonly_kwargs, dtype=self.dtype)
+        self.text_encoder = text.TextEncoder(config=self.bert_config, dtype=self.dtype)
+        self.frame_proj = JointProjection(self.embed_dim, self.mapping, self.dtype)
+        self.text_proj = JointProjection(self.embed_dim, self.mapping, self.dtype)
+        # Frames enter BERT's cross-attention at BERT's width (the original's 512 -> 768 Linear).
+        self.fusion_proj = nn.Dense(self.bert_config.hidden_size, dtype=self.dtype)
+        self.match_head = nn.Dense(2, dtype=self.dtype)
+        self.temperature = self.param(
+            "temperature", nn.initializers.constant(self.init_temperature), (), jnp.float32
+        )
+
+    def encode_video(self, volume: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+        """Heatmap volumes [B, T, H, W, K] -> (joint-space frames [B, T', E], fusion tokens [B, T', H_bert])."""
+        feature_map = self.video_encoder(volume.astype(self.dtype), train=train)
+        frames = jnp.mean(feature_map, axis=(2, 3))  # spatial mean per time step.
+        return self.frame_proj(frames), self.fusion_proj(frames)
+
+    def encode_text(
+        self, input_ids: jax.Array, attention_mask: jax.Array, train: bool
+    ) -> jax.Array:
+        """Prompt tokens [N, S] ([CLS] first) -> joint-space text features [N, E]."""
+        cls = self.text_encoder(input_ids, attention_mask, deterministic=not train)
+        return self.text_proj(cls)
+
+    def match_logits(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        video_tokens: jax.Array,
+        train: bool,
+    ) -> jax.Array:
+        """BERT fusion mode: [ENC] + prompt attending to a clip's frames -> match/no-match logits [N, 2]."""
+        fused = self.text_encoder(
+            text.to_fusion_ids(input_ids, self.enc_token_id),
+            attention_mask,
+            encoder_hidden_states=video_tokens,
+            deterministic=not train,
+        )
+        return self.match_head(fused).astype(jnp.float32)
+
+    def clamped_temperature(self, low: float, high: float) -> jax.Array:
+        return jnp.clip(self.temperature, low, high)
+
+    def __call__(
+        self,
+        volume: jax.Array,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        train: bool = False,
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Runs every sub-module once (used by init): returns (frames, text features, match logits)."""
+        frames, tokens = self.encode_video(volume, train)
+        texts = self.encode_text(input_ids, attention_mask, train)
+        logits = self.match_logits(input_ids, attention_mask, tokens, train)
+        return frames, texts, logits

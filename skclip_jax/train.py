@@ -1,0 +1,391 @@
+"""Train state, optimizer and the jitted, sharded train and eval steps of SkeletonCLIP++.
+
+One training iteration (heatmap rendering, both towers, WFI, SSM, CSI mining and the fusion pass, the update) is a
+single jitted function over the mesh; nothing in it leaves the device or depends on data values for its shape.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+from jax.sharding import Mesh
+
+from skclip_jax import csi, heatmaps, losses, sharding, wfi
+from skclip_jax.models import skclip
+
+Batch = dict[str, jax.Array]
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """The config values the steps close over (plain Python, so nothing config-shaped is traced)."""
+
+    train_size: int
+    test_size: int
+    sigma: float
+    with_limb: bool
+    test_flip: bool
+    activation: str
+    ssm_targets: str
+    csi: bool
+    csi_weight: float
+    csi_negatives: str
+    temperature_range: tuple[float, float]
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> "StepOptions":
+        return cls(
+            train_size=config.data.train_size,
+            test_size=config.data.test_size,
+            sigma=config.data.sigma,
+            with_limb=config.data.with_limb,
+            test_flip=config.data.test_flip,
+            activation=config.model.activation,
+            ssm_targets=config.model.ssm_targets,
+            csi=config.model.csi,
+            csi_weight=config.model.csi_weight,
+            csi_negatives=config.model.csi_negatives,
+            temperature_range=tuple(config.model.temperature_range),
+        )
+
+
+def learning_rate_schedule(
+    base_lr: float, total_steps: int, warmup_steps: int, warmup_ratio: float, min_lr: float = 0.0
+) -> optax.Schedule:
+    """The original's mmcv schedule: cosine from base_lr to min_lr over all steps; the linear warm-up scales it.
+
+    During warm-up lr = cosine(step) * (1 - (1 - step / warmup_steps) * (1 - warmup_ratio)).
+    """
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        progress = jnp.clip(step / max(total_steps, 1), 0.0, 1.0)
+        lr = min_lr + (base_lr - min_lr) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        if warmup_steps > 0:
+            factor = 1.0 - (1.0 - step / warmup_steps) * (1.0 - warmup_ratio)
+            lr = jnp.where(step < warmup_steps, lr * factor, lr)
+        return lr
+
+    return schedule
+
+
+def param_group_labels(params, text_regime: str):
+    """'default' | 'text' | 'frozen' per leaf: BERT trains at a reduced rate, or not at all when frozen.
+
+    Frozen keeps BERT's pretrained weights fixed but trains its new cross-attention layers, which the fusion mode
+    needs and the checkpoint does not have.
+    """
+
+    def label(path, _):
+        names = [getattr(k, "key", str(k)) for k in path]
+        if names[0] != "text_encoder":
+            return "default"
+        if text_regime == "frozen" and not any("crossattention" in n for n in names):
+            return "frozen"
+        return "text"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def _decay_mask(params):
+    # The temperature is a scale, not a weight: decaying it towards 0 would sharpen the logits for no reason.
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[-1], "key", None) != "temperature", params
+    )
+
+
+def make_optimizer(
+    config: ml_collections.ConfigDict, schedule: optax.Schedule
+) -> optax.GradientTransformation:
+    """AdamW + global-norm clipping, with the text encoder at lr * text.lr_mult (0.01) or frozen."""
+    optim = config.optim
+
+    def adamw(mult):
+        return optax.adamw(
+            lambda step: schedule(step) * mult, weight_decay=optim.weight_decay, mask=_decay_mask
+        )
+
+    return optax.chain(
+        optax.clip_by_global_norm(optim.clip_norm),
+        optax.multi_transform(
+            {
+                "default": adamw(1.0),
+                "text": adamw(config.model.text.lr_mult),
+                "frozen": optax.set_to_zero(),
+            },
+            functools.partial(param_group_labels, text_regime=config.model.text.regime),
+        ),
+    )
+
+
+def create_train_state(
+    model: skclip.SkeletonCLIP,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    rng: jax.Array,
+    *,
+    num_keypoints: int,
+    max_text_len: int,
+    shard_params: bool = False,
+) -> tuple[TrainState, Any]:
+    """Initialises the state directly with its shardings (params are born sharded); returns (state, shardings)."""
+    # SlowOnly's parameters do not depend on T, H, W: initialise on a tiny volume.
+    volume = jnp.zeros((1, 4, 16, 16, num_keypoints), jnp.float32)
+    ids = jnp.zeros((1, max_text_len), jnp.int32)
+
+    def init_fn(rng):
+        params_rng, dropout_rng = jax.random.split(rng)
+        variables = model.init(
+            {"params": params_rng, "dropout": dropout_rng}, volume, ids, jnp.ones_like(ids)
+        )
+        return TrainState.create(
+            apply_fn=model.apply,
+            params=variables["params"],
+            tx=tx,
+            batch_stats=variables["batch_stats"],
+        )
+
+    abstract = jax.eval_shape(init_fn, rng)
+    shardings = sharding.state_shardings(mesh, abstract, shard_params)
+    state = jax.jit(init_fn, out_shardings=shardings)(rng)
+    return state, shardings
+
+
+def render_volume(keypoint: jax.Array, score: jax.Array, size: int, opts: StepOptions) -> jax.Array:
+    """Keypoints [..., M, T, V, 2] -> heatmap volumes [..., T, size, size, C] on the device."""
+    return heatmaps.render_heatmaps(
+        keypoint, score, size, size, sigma=opts.sigma, with_limb=opts.with_limb
+    )
+
+
+def compute_losses(
+    params,
+    batch_stats,
+    batch: Batch,
+    class_tokens: Batch,
+    rng: jax.Array,
+    *,
+    model: skclip.SkeletonCLIP,
+    opts: StepOptions,
+):
+    """Forward pass and losses of one global batch; returns (loss, (metrics, new_batch_stats))."""
+    labels = batch["label"]
+    volume = render_volume(batch["keypoint"], batch["keypoint_score"], opts.train_size, opts)
+    video_rng, text_rng, fusion_rng, negative_rng = jax.random.split(rng, 4)
+
+    (frames, video_tokens), mutated = model.apply(
+        {"params": params, "batch_stats": batch_stats},
+        volume,
+        True,
+        method=skclip.SkeletonCLIP.encode_video,
+        mutable=["batch_stats"],
+        rngs={"dropout": video_rng},
+    )
+    apply_text = functools.partial(model.apply, {"params": params}, rngs={"dropout": text_rng})
+    ids = class_tokens["input_ids"][labels]
+    mask = class_tokens["attention_mask"][labels]
+    temperature = jnp.clip(params["temperature"], *opts.temperature_range)
+
+    if opts.ssm_targets == "batch":
+        texts = apply_text(ids, mask, True, method=skclip.SkeletonCLIP.encode_text)
+        pair_sim = wfi.pairwise_similarity(frames, texts, opts.activation)  # [B, B]
+        ssm = losses.ssm_loss(pair_sim, labels, temperature)
+    elif opts.ssm_targets == "all_classes":
+        class_texts = apply_text(
+            class_tokens["input_ids"],
+            class_tokens["attention_mask"],
+            True,
+            method=skclip.SkeletonCLIP.encode_text,
+        )
+        class_sim = wfi.pairwise_similarity(frames, class_texts, opts.activation)  # [B, L]
+        ssm = losses.ssm_loss_all_classes(class_sim, labels, temperature)
+        pair_sim = class_sim[:, labels]  # text j of the batch is class labels[j].
+    else:
+        raise ValueError(
+            f"model.ssm_targets must be 'batch' or 'all_classes', got {opts.ssm_targets!r}"
+        )
+
+    metrics = {"ssm_loss": ssm, "temperature": temperature}
+    loss = ssm
+    if opts.csi:
+        neg_text, neg_video, has_negative = csi.hardest_negatives(
+            jax.lax.stop_gradient(pair_sim), labels, opts.csi_negatives, negative_rng
+        )
+        pair_ids = jnp.concatenate([ids, ids[neg_text], ids])
+        pair_mask = jnp.concatenate([mask, mask[neg_text], mask])
+        pair_tokens = jnp.concatenate([video_tokens, video_tokens, video_tokens[neg_video]])
+        logits = model.apply(
+            {"params": params},
+            pair_ids,
+            pair_mask,
+            pair_tokens,
+            True,
+            method=skclip.SkeletonCLIP.match_logits,
+            rngs={"dropout": fusion_rng},
+        )
+        csi_loss = csi.match_loss(logits.reshape(3, labels.shape[0], 2), has_negative)
+        loss = loss + opts.csi_weight * csi_loss
+        metrics["csi_loss"] = csi_loss
+        metrics["csi_accuracy"] = jnp.mean(
+            (jnp.argmax(logits, -1) == jnp.repeat(jnp.array([1, 0, 0]), labels.shape[0])).astype(
+                jnp.float32
+            )
+        )
+    metrics["loss"] = loss
+    # Batch retrieval accuracy: does clip i's most similar text carry its label?
+    metrics["train_accuracy"] = jnp.mean(
+        (labels[jnp.argmax(pair_sim, axis=1)] == labels).astype(jnp.float32)
+    )
+    return loss, (metrics, mutated["batch_stats"])
+
+
+def train_step(
+    state: TrainState,
+    batch: Batch,
+    class_tokens: Batch,
+    base_rng: jax.Array,
+    *,
+    model: skclip.SkeletonCLIP,
+    opts: StepOptions,
+    schedule: optax.Schedule,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimisation step on a global batch; pure, so it jits, shards and resumes exactly."""
+    rng = jax.random.fold_in(base_rng, state.step)
+    grad_fn = jax.value_and_grad(compute_losses, has_aux=True)
+    (_, (metrics, batch_stats)), grads = grad_fn(
+        state.params, state.batch_stats, batch, class_tokens, rng, model=model, opts=opts
+    )
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    # The original clamps the temperature parameter in place before each step; clamp after the update.
+    params = dict(new_state.params)
+    params["temperature"] = jnp.clip(params["temperature"], *opts.temperature_range)
+    new_state = new_state.replace(params=params)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["learning_rate"] = schedule(state.step)
+    return new_state, metrics
+
+
+def encode_classes(
+    state: TrainState, class_tokens: Batch, *, model: skclip.SkeletonCLIP
+) -> jax.Array:
+    """Joint-space features [L, E] of all class prompts (once per evaluation, not per batch)."""
+    return model.apply(
+        {"params": state.params},
+        class_tokens["input_ids"],
+        class_tokens["attention_mask"],
+        False,
+        method=skclip.SkeletonCLIP.encode_text,
+    )
+
+
+def eval_step(
+    state: TrainState,
+    batch: Batch,
+    class_feats: jax.Array,
+    *,
+    model: skclip.SkeletonCLIP,
+    opts: StepOptions,
+) -> dict[str, jax.Array]:
+    """Class probabilities [B, L] of B videos, averaged over their N test views, with their labels and mask.
+
+    batch["keypoint"] is [B, N, M, T, V, 2]; every view is scored against every class with class-conditioned WFI.
+    Labels and mask come back beside the probabilities so that every process holds the whole global batch.
+    """
+    keypoint, score = batch["keypoint"], batch["keypoint_score"]
+    b, n = keypoint.shape[:2]
+    volume = render_volume(
+        keypoint.reshape((b * n,) + keypoint.shape[2:]),
+        score.reshape((b * n,) + score.shape[2:]),
+        opts.test_size,
+        opts,
+    )
+    if opts.test_flip:
+        flipped = heatmaps.flip_heatmaps(volume, heatmaps.COCO_LEFT_KP, heatmaps.COCO_RIGHT_KP)
+        volume = jnp.concatenate([volume, flipped])
+    frames, _ = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        volume,
+        False,
+        method=skclip.SkeletonCLIP.encode_video,
+    )
+    temperature = jnp.clip(state.params["temperature"], *opts.temperature_range)
+    sim = wfi.pairwise_similarity(frames, class_feats, opts.activation)  # [views * B * N, L]
+    probs = jax.nn.softmax(sim / temperature, axis=-1)
+    probs = jnp.mean(probs.reshape(-1, b, n, probs.shape[-1]), axis=(0, 2))
+    return {"probs": probs, "label": batch["label"], "mask": batch["mask"]}
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledSteps:
+    train: Callable
+    encode_classes: Callable
+    eval: Callable
+
+
+def compile_steps(
+    model: skclip.SkeletonCLIP,
+    opts: StepOptions,
+    schedule: optax.Schedule,
+    mesh: Mesh,
+    state_shardings,
+) -> CompiledSteps:
+    """jit once, with explicit shardings: batch split over the mesh, state as created, donated state."""
+    batch_spec = sharding.batch_sharding(mesh)
+    rep = sharding.replicated(mesh)
+    train = jax.jit(
+        functools.partial(train_step, model=model, opts=opts, schedule=schedule),
+        in_shardings=(state_shardings, batch_spec, rep, rep),
+        out_shardings=(state_shardings, rep),
+        donate_argnums=0,
+    )
+    classes = jax.jit(
+        functools.partial(encode_classes, model=model),
+        in_shardings=(state_shardings, rep),
+        out_shardings=rep,
+    )
+    evaluate = jax.jit(
+        functools.partial(eval_step, model=model, opts=opts),
+        in_shardings=(state_shardings, batch_spec, rep),
+        out_shardings=rep,
+    )
+    return CompiledSteps(train=train, encode_classes=classes, eval=evaluate)
+
+
+def cast_dtype(name: str):
+    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    if name not in dtypes:
+        raise ValueError(f"model.dtype must be one of {sorted(dtypes)}, got {name!r}")
+    return dtypes[name]
+
+
+def build_model(
+    config: ml_collections.ConfigDict, bert_config, enc_token_id: int
+) -> skclip.SkeletonCLIP:
+    s = config.model.slowonly
+    return skclip.SkeletonCLIP(
+        slowonly_kwargs=dict(
+            in_channels=s.in_channels,
+            base_channels=s.base_channels,
+            stage_blocks=tuple(s.stage_blocks),
+            inflate=tuple(s.inflate),
+            spatial_strides=tuple(s.spatial_strides),
+            temporal_strides=tuple(s.temporal_strides),
+            conv1_kernel=tuple(s.conv1_kernel),
+        ),
+        bert_config=bert_config,
+        enc_token_id=enc_token_id,
+        embed_dim=config.model.embed_dim,
+        mapping=config.model.mapping,
+        init_temperature=config.model.init_temperature,
+        dtype=cast_dtype(config.model.dtype),
+    )

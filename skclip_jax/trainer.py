@@ -1,0 +1,294 @@
+"""The training program: data, model and steps joined into a resumable, preemptible, evaluated run.
+
+`train_and_evaluate` trains (resuming from WORKDIR/checkpoints when possible) and evaluates periodically;
+`evaluate_checkpoint` scores a saved checkpoint on the test split. Both write metrics.jsonl, TensorBoard scalars and
+the PNG plots in the workdir from process 0 only.
+"""
+
+import dataclasses
+import math
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from skclip_jax import (
+    checkpointing,
+    config_validation,
+    evaluators,
+    input_pipeline,
+    metrics_io,
+    plots,
+    sharding,
+    train,
+)
+from skclip_jax.models import text
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class _Preemption:
+    """Turns SIGTERM (a preempted VM, a SLURM time limit) into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            del frame
+            logging.warning("Signal %d received: saving a checkpoint and exiting.", signum)
+            self.requested = True
+
+        self._previous = signal.signal(signal.SIGTERM, handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+@dataclasses.dataclass
+class Experiment:
+    """Everything built once per run: data description, tokens, model, schedule, steps, state and shardings."""
+
+    config: ml_collections.ConfigDict
+    info: input_pipeline.DatasetInfo
+    mesh: Any
+    class_tokens: dict[str, jax.Array]
+    model: Any
+    schedule: Any
+    steps_per_epoch: int
+    total_steps: int
+    state: train.TrainState
+    state_shardings: Any
+    steps: train.CompiledSteps
+
+
+def total_steps_of(config, steps_per_epoch: int) -> int:
+    return config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
+
+
+def every(config_value: int, steps_per_epoch: int) -> int:
+    """A period in steps; <= 0 means once per epoch."""
+    return config_value if config_value > 0 else steps_per_epoch
+
+
+def build_experiment(config: ml_collections.ConfigDict, rng_seed_offset: int = 0) -> Experiment:
+    config_validation.validate_config(config)
+    info = input_pipeline.load_dataset_info(config.data.data_dir, config.data.class_names_file)
+    for split in (config.data.train_split, config.data.test_split):
+        if split not in info.split_sizes:
+            field = "train_split" if split == config.data.train_split else "test_split"
+            raise ValueError(
+                f"data.{field}={split!r} is not a split of {info.data_dir}; it has "
+                f"{sorted(info.split_sizes)}"
+            )
+    mesh = sharding.make_mesh(config.mesh_shape)
+    sharding.check_batch_divisible(config.batch_size, mesh, "batch_size")
+    sharding.check_batch_divisible(config.eval_batch_size, mesh, "eval_batch_size")
+
+    bert_dir = text.resolve_bert_dir(config.model.text.bert_dir)
+    tokenizer, enc_token_id = text.load_tokenizer(bert_dir)
+    prompts = input_pipeline.prompts(info.class_names, config.data.prompt_template)
+    tokens = text.tokenize(tokenizer, prompts, config.data.max_text_len)
+    class_tokens = jax.device_put(
+        {k: jnp.asarray(v) for k, v in tokens.items()}, sharding.replicated(mesh)
+    )
+    bert_config = text.bert_config(bert_dir, len(tokenizer), config.model.text.dropout)
+    model = train.build_model(config, bert_config, enc_token_id)
+
+    steps_per_epoch = input_pipeline.steps_per_epoch(info, config)
+    total_steps = total_steps_of(config, steps_per_epoch)
+    warmup = int(round(config.optim.warmup_epochs * steps_per_epoch))
+    schedule = train.learning_rate_schedule(
+        config.optim.lr, total_steps, warmup, config.optim.warmup_ratio, config.optim.min_lr
+    )
+    tx = train.make_optimizer(config, schedule)
+    rng = jax.random.key(config.seed + rng_seed_offset)
+    state, state_shardings = train.create_train_state(
+        model,
+        tx,
+        mesh,
+        rng,
+        num_keypoints=config.model.slowonly.in_channels,
+        max_text_len=config.data.max_text_len,
+        shard_params=config.shard_params,
+    )
+    if config.model.text.regime != "random":
+        pretrained = text.load_pretrained_params(bert_dir, bert_config, jax.random.key(config.seed))
+        params = dict(jax.device_get(state.params))
+        params["text_encoder"], kept_random = text.graft_pretrained(
+            params["text_encoder"], pretrained
+        )
+        logging.info(
+            "Loaded pretrained BERT from %s (%d leaves kept from init)", bert_dir, len(kept_random)
+        )
+        state = state.replace(params=jax.device_put(params, state_shardings.params))
+    steps = train.compile_steps(
+        model, train.StepOptions.from_config(config), schedule, mesh, state_shardings
+    )
+    return Experiment(
+        config,
+        info,
+        mesh,
+        class_tokens,
+        model,
+        schedule,
+        steps_per_epoch,
+        total_steps,
+        state,
+        state_shardings,
+        steps,
+    )
+
+
+def run_evaluation(exp: Experiment, state: train.TrainState) -> tuple[dict[str, float], np.ndarray]:
+    """Top-1, top-5 and mean class accuracy over the whole test split; returns (metrics, confusion matrix)."""
+    class_feats = exp.steps.encode_classes(state, exp.class_tokens)
+    probs, labels = [], []
+    for local in input_pipeline.eval_iterator(exp.info, exp.config):
+        out = jax.device_get(
+            exp.steps.eval(state, sharding.make_global_batch(exp.mesh, local), class_feats)
+        )
+        keep = np.asarray(out["mask"], bool)
+        probs.append(np.asarray(out["probs"])[keep])
+        labels.append(np.asarray(out["label"])[keep])
+    probs, labels = np.concatenate(probs), np.concatenate(labels)
+    metrics = evaluators.classification_metrics(probs, labels)
+    confusion = evaluators.confusion_matrix(probs.argmax(-1), labels, exp.info.num_classes)
+    return {k: float(v) for k, v in metrics.items()}, confusion
+
+
+def _fetch_train_metrics(buffer: list[tuple[int, dict]]) -> list[tuple[int, dict[str, float]]]:
+    """One device_get for all buffered steps; raises on the first non-finite loss, naming its step."""
+    fetched = jax.device_get([m for _, m in buffer])
+    rows = []
+    for (step, _), m in zip(buffer, fetched, strict=True):
+        values = {k: float(v) for k, v in m.items()}
+        if not math.isfinite(values["loss"]):
+            raise NonFiniteLossError(
+                f"loss is {values['loss']} at step {step}; stopping. The last good checkpoint is kept."
+            )
+        rows.append((step, values))
+    return rows
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains to config.total_steps (or num_epochs), evaluating and checkpointing on the way; returns last eval."""
+    exp = build_experiment(config)
+    is_main = jax.process_index() == 0
+    writer = metrics_io.MetricsWriter(workdir, enabled=is_main)
+    manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
+    state = exp.state
+    start_step = 0
+    if manager.latest_step() is not None:
+        state, position = checkpointing.restore(
+            manager, jax.eval_shape(lambda: exp.state), exp.state_shardings
+        )
+        start_step = int(position["step"])
+        logging.info("Resuming at step %d", start_step)
+    if is_main:
+        writer.truncate_after(start_step)
+    exp.state = None  # restored or initial, `state` is the only live copy (the step donates it).
+
+    log_every = every(config.log_every_steps, exp.steps_per_epoch)
+    eval_every = every(config.eval_every_steps, exp.steps_per_epoch)
+    ckpt_every = every(config.checkpoint_every_steps, exp.steps_per_epoch)
+    base_rng = jax.random.key(config.seed)
+    logging.info(
+        "Training %d steps (%d per epoch), global batch %d on %d devices, mesh %s",
+        exp.total_steps,
+        exp.steps_per_epoch,
+        config.batch_size,
+        jax.device_count(),
+        dict(exp.mesh.shape),
+    )
+    batches = input_pipeline.train_iterator(exp.info, config, start_step, exp.total_steps)
+    buffer: list[tuple[int, dict]] = []
+    last_eval: dict[str, float] = {}
+    confusion = None
+    bar = tqdm(
+        total=exp.total_steps, initial=start_step, disable=not is_main, desc="train", unit="step"
+    )
+    window_start, window_steps = time.perf_counter(), 0
+
+    def save(step, metrics=None):
+        checkpointing.save(manager, step, state, {"step": step, "seed": config.seed}, metrics)
+
+    with _Preemption() as preemption:
+        for step in range(start_step, exp.total_steps):
+            batch = sharding.make_global_batch(exp.mesh, next(batches))
+            state, metrics = exp.steps.train(state, batch, exp.class_tokens, base_rng)
+            buffer.append((step + 1, metrics))
+            window_steps += 1
+            bar.update(1)
+            done = step + 1
+            is_last = done == exp.total_steps
+            want_eval = done % eval_every == 0 or is_last
+            want_ckpt = done % ckpt_every == 0 or is_last or preemption.requested
+            want_ckpt = want_ckpt or manager.reached_preemption(done)
+            if done % log_every == 0 or want_eval or want_ckpt:
+                rows = _fetch_train_metrics(buffer)  # also the NaN guard before any save.
+                buffer = []
+                elapsed = time.perf_counter() - window_start
+                clips_per_sec = window_steps * config.batch_size / max(elapsed, 1e-9)
+                window_start, window_steps = time.perf_counter(), 0
+                for s, values in rows:
+                    values["clips_per_sec"] = clips_per_sec
+                    writer.write(s, values, kind="train")
+                bar.set_postfix(loss=f"{rows[-1][1]['loss']:.4f}", clips_s=f"{clips_per_sec:.1f}")
+            eval_metrics = None
+            if want_eval:
+                last_eval, confusion = run_evaluation(exp, state)
+                eval_metrics = last_eval
+                writer.write(done, last_eval, kind="eval")
+                bar.write(
+                    f"step {done}: top1 {last_eval['top1']:.4f} top5 {last_eval['top5']:.4f} "
+                    f"mean class acc {last_eval['mean_class_accuracy']:.4f}"
+                )
+                window_start = time.perf_counter()  # evaluation time is not training throughput.
+            if want_ckpt or want_eval:
+                save(done, eval_metrics)
+            if preemption.requested or manager.reached_preemption(done):
+                manager.wait_until_finished()
+                logging.warning("Preempted: checkpoint of step %d saved; exiting.", done)
+                break
+    bar.close()
+    manager.wait_until_finished()
+    manager.close()
+    if is_main:
+        if confusion is not None:
+            plots.write_all_plots(workdir, confusion, exp.info.class_names)
+    writer.close()
+    return last_eval
+
+
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict, workdir: str, step: int | None = None
+) -> dict[str, float]:
+    """Evaluates the latest (or a given) checkpoint in WORKDIR and appends the result to metrics.jsonl."""
+    manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints, read_only=True)
+    if manager.latest_step() is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {checkpointing.checkpoint_dir(workdir)}; train first or pass --workdir of a run"
+        )
+    exp = build_experiment(config)
+    state, position = checkpointing.restore(
+        manager, jax.eval_shape(lambda: exp.state), exp.state_shardings, step
+    )
+    metrics, confusion = run_evaluation(exp, state)
+    if jax.process_index() == 0:
+        writer = metrics_io.MetricsWriter(workdir, enabled=True)
+        writer.write(int(position["step"]), metrics, kind="eval")
+        writer.close()
+        plots.write_all_plots(workdir, confusion, exp.info.class_names)
+    manager.close()
+    return metrics
