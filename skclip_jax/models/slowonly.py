@@ -1,0 +1,211 @@
+"""PoseConv3D's SlowOnly 3D ResNet over keypoint heatmap volumes, channels-last.
+
+The defaults reproduce the video backbone of SkeletonCLIP++ (PYSKL ``ResNet3dSlowOnly`` with
+``in_channels=17, base_channels=32, num_stages=3, stage_blocks=(4, 6, 3), conv1_stride=(1, 1),
+pool1_stride=(1, 1), inflate=(0, 1, 1), spatial_strides=(2, 2, 2), temporal_strides=(1, 1, 2)``):
+``[B, 48, 56, 56, 17] -> [B, 24, 7, 7, 512]``, about 2.0 M parameters.
+
+Layout notes, matching the PyTorch module rather than Flax defaults:
+  * every padding is symmetric, ``(k - 1) // 2`` per side, so stride-2 convolutions see the same
+    pixels as in PyTorch (Flax ``"SAME"`` pads asymmetrically there);
+  * the stem keeps PYSKL's max-pool (kernel 1x3x3, padding 0x1x1) even though its stride is 1:
+    it is a 3x3 spatial max filter, not a no-op;
+  * the stride of a block sits on its second (1x3x3) convolution, and an inflated block has a
+    3x1x1 first convolution (PYSKL ``inflate_style='3x1x1'``);
+  * BatchNorm uses PyTorch's defaults (momentum 0.1 -> Flax 0.9, eps 1e-5).  Flax updates the
+    running variance with the biased batch variance, PyTorch with the unbiased one.
+"""
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+# mmcv's ConvModule re-initialises its conv with kaiming_normal (fan_out, relu gain); SkeletonCLIP++
+# never calls ResNet3d.init_weights, so this is the init the original backbone trains from.
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+EXPANSION = 4  # bottleneck output width / bottleneck planes
+
+
+def _same_padding(kernel: Sequence[int]) -> list[tuple[int, int]]:
+    return [((k - 1) // 2, (k - 1) // 2) for k in kernel]
+
+
+class ConvBN(nn.Module):
+    """Conv3d (no bias) + BatchNorm + optional ReLU, as mmcv's ConvModule."""
+
+    features: int
+    kernel: tuple[int, int, int]
+    strides: tuple[int, int, int] = (1, 1, 1)
+    relu: bool = True
+    zero_scale: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        x = nn.Conv(
+            self.features,
+            self.kernel,
+            strides=self.strides,
+            padding=_same_padding(self.kernel),
+            use_bias=False,
+            kernel_init=_conv_init,
+            dtype=self.dtype,
+            name="conv",
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=1e-5,
+            scale_init=nn.initializers.zeros if self.zero_scale else nn.initializers.ones,
+            use_fast_variance=False,
+            dtype=self.dtype,
+            name="bn",
+        )(x)
+        return nn.relu(x) if self.relu else x
+
+
+class Bottleneck3d(nn.Module):
+    """ResNet bottleneck with an optional 3x1x1 temporal kernel in its first conv.
+
+    Attributes:
+      planes: bottleneck width; the block outputs ``EXPANSION * planes`` channels.
+      strides: ``(temporal, spatial)`` stride, applied by the 1x3x3 conv and the shortcut.
+      inflate: whether the first conv is 3x1x1 (temporal) instead of 1x1x1.
+      downsample: whether the shortcut is a strided 1x1x1 conv + BN instead of the identity.
+      zero_init_residual: start the last BN scale at 0, so the block starts as the identity.
+    """
+
+    planes: int
+    strides: tuple[int, int] = (1, 1)
+    inflate: bool = False
+    downsample: bool = False
+    zero_init_residual: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        t, s = self.strides
+        conv = partial(ConvBN, dtype=self.dtype)
+        y = conv(self.planes, (3 if self.inflate else 1, 1, 1), name="conv1")(x, train)
+        y = conv(self.planes, (1, 3, 3), (t, s, s), name="conv2")(y, train)
+        y = conv(
+            EXPANSION * self.planes,
+            (1, 1, 1),
+            relu=False,
+            zero_scale=self.zero_init_residual,
+            name="conv3",
+        )(y, train)
+        shortcut = x
+        if self.downsample:
+            shortcut = conv(
+                EXPANSION * self.planes, (1, 1, 1), (t, s, s), relu=False, name="downsample"
+            )(x, train)
+        return nn.relu(y + shortcut)
+
+
+class SlowOnly(nn.Module):
+    """SlowOnly ResNet3d (bottleneck, expansion 4); ``SlowOnly()`` is the SkeletonCLIP++ backbone.
+
+    Attributes:
+      in_channels: number of heatmap channels K (keypoints); checked against the input.
+      base_channels: stem width; stage ``i`` has ``base_channels * 2**i`` bottleneck planes.
+      stage_blocks: number of bottleneck blocks per stage.
+      inflate: per stage, 1 if its blocks use a 3x1x1 first conv, 0 for 1x1x1.
+      spatial_strides: per-stage spatial stride of the first block.
+      temporal_strides: per-stage temporal stride of the first block.
+      conv1_kernel: stem kernel (t, h, w); the stem and its max-pool have stride 1.
+      zero_init_residual: zero-init the last BN scale of every block. PYSKL's ResNet3d default is
+        True, but SkeletonCLIP++ never calls the backbone's ``init_weights``, so its effective
+        setting (and ours) is False.
+      dtype: compute dtype; parameters stay float32.
+    """
+
+    in_channels: int = 17
+    base_channels: int = 32
+    stage_blocks: tuple[int, ...] = (4, 6, 3)
+    inflate: tuple[int, ...] = (0, 1, 1)
+    spatial_strides: tuple[int, ...] = (2, 2, 2)
+    temporal_strides: tuple[int, ...] = (1, 1, 2)
+    conv1_kernel: tuple[int, int, int] = (1, 7, 7)
+    zero_init_residual: bool = False
+    dtype: Dtype = jnp.float32
+
+    @property
+    def feat_dim(self) -> int:
+        """Channels of the output feature map."""
+        return EXPANSION * self.base_channels * 2 ** (len(self.stage_blocks) - 1)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        """Encodes a batch of heatmap volumes.
+
+        Args:
+          x: ``[B, T, H, W, K]`` heatmaps with ``K == in_channels``.
+          train: use batch statistics and update ``batch_stats`` (pass ``mutable=["batch_stats"]``).
+
+        Returns:
+          ``[B, T', H', W', feat_dim]`` feature map; with the defaults, ``T' = T / 2`` and
+          ``H' = H / 8`` (PyTorch rounding for odd sizes).
+        """
+        n = len(self.stage_blocks)
+        if not (len(self.inflate) == len(self.spatial_strides) == len(self.temporal_strides) == n):
+            raise ValueError(
+                "SlowOnly: stage_blocks, inflate, spatial_strides and temporal_strides must have "
+                f"one entry per stage, got {self.stage_blocks}, {self.inflate}, "
+                f"{self.spatial_strides}, {self.temporal_strides}"
+            )
+        if x.ndim != 5 or x.shape[-1] != self.in_channels:
+            raise ValueError(
+                f"SlowOnly expects [B, T, H, W, {self.in_channels}] heatmaps, got shape {x.shape}"
+            )
+        x = x.astype(self.dtype)
+        x = ConvBN(self.base_channels, self.conv1_kernel, dtype=self.dtype, name="conv1")(x, train)
+        x = nn.max_pool(x, (1, 3, 3), strides=(1, 1, 1), padding=((0, 0), (1, 1), (1, 1)))
+
+        in_width = self.base_channels
+        for i, num_blocks in enumerate(self.stage_blocks):
+            planes = self.base_channels * 2**i
+            t, s = self.temporal_strides[i], self.spatial_strides[i]
+            # Same rule as PYSKL: only a spatial stride or a width change gets a projection.
+            downsample = s != 1 or in_width != EXPANSION * planes
+            if t != 1 and not downsample:
+                raise ValueError(
+                    f"SlowOnly stage {i}: a temporal stride without a spatial stride or width "
+                    "change leaves the identity shortcut with the wrong length"
+                )
+            for j in range(num_blocks):
+                first = j == 0
+                x = Bottleneck3d(
+                    planes,
+                    strides=(t, s) if first else (1, 1),
+                    inflate=self.inflate[i] == 1,
+                    downsample=downsample and first,
+                    zero_init_residual=self.zero_init_residual,
+                    dtype=self.dtype,
+                    name=f"layer{i + 1}_{j}",
+                )(x, train)
+            in_width = EXPANSION * planes
+        return x
+
+
+# Tiny variant for CPU tests: same topology and strides, a fraction of the width and depth.
+SlowOnlyTiny = partial(SlowOnly, base_channels=4, stage_blocks=(1, 1, 1))
+
+
+def frame_features(feature_map: jax.Array) -> jax.Array:
+    """Per-time-step spatial mean, the frame features that WFI weighs.
+
+    Args:
+      feature_map: ``[B, T', H', W', C]`` SlowOnly output.
+
+    Returns:
+      ``[B, T', C]`` in the input dtype (accumulated in float32).
+    """
+    return jnp.mean(feature_map, axis=(2, 3), dtype=jnp.float32).astype(feature_map.dtype)
