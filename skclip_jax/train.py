@@ -270,7 +270,7 @@ def train_step(
     params = dict(new_state.params)
     params["temperature"] = jnp.clip(params["temperature"], *opts.temperature_range)
     new_state = new_state.replace(params=params)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["learning_rate"] = schedule(state.step)
     return new_state, metrics
 

@@ -123,7 +123,7 @@ def build_experiment(config: ml_collections.ConfigDict, rng_seed_offset: int = 0
         shard_params=config.shard_params,
     )
     if config.model.text.regime != "random":
-        pretrained = text.load_pretrained_params(bert_dir, bert_config, jax.random.key(config.seed))
+        pretrained = text.load_checkpoint_params(bert_dir)
         params = dict(jax.device_get(state.params))
         params["text_encoder"], kept_random = text.graft_pretrained(
             params["text_encoder"], pretrained

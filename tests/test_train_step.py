@@ -1,0 +1,186 @@
+"""The jitted train and eval steps: learning, sharding invariance, no recompilation, ablation switches."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from skclip_jax import sharding, train
+from skclip_jax.models import text
+
+NUM_CLASSES = 4
+BATCH = 8
+
+
+def tiny_config(**model_overrides):
+    config = default.get_config()
+    config.data.clip_len = 8
+    config.data.train_size = 16
+    config.data.test_size = 16
+    config.data.num_test_clips = 2
+    config.model.slowonly.base_channels = 4
+    config.model.slowonly.stage_blocks = (1, 1, 1)
+    config.model.embed_dim = 16
+    config.model.text.dropout = 0.0
+    # A random tiny BERT must learn to tell the prompts apart; at the pretrained-BERT rate (x0.01) it barely moves.
+    config.model.text.lr_mult = 1.0
+    config.optim.lr = 3e-3
+    for key, value in model_overrides.items():
+        setattr(config.model, key, value)
+    return config
+
+
+@pytest.fixture(scope="module")
+def tokens_and_bert():
+    tokenizer, enc_id = text.load_tokenizer(text.resolve_bert_dir("minilm"))
+    names = ["waving hand", "jumping jacks", "squatting", "kicking"]
+    tokens = text.tokenize(tokenizer, names, 10)
+    bert_cfg = text.tiny_bert_config(len(tokenizer))
+    bert_cfg.hidden_dropout_prob = 0.0
+    bert_cfg.attention_probs_dropout_prob = 0.0
+    return tokens, bert_cfg, enc_id
+
+
+def make_batch(seed=0, batch=BATCH, clip_len=8, size=16):
+    """Clips whose single keypoint moves along a class-specific path, so the labels are learnable."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(batch) % NUM_CLASSES
+    t = np.linspace(0, 1, clip_len)
+    keypoint = np.zeros((batch, 2, clip_len, 17, 2), np.float32)
+    score = np.zeros((batch, 2, clip_len, 17), np.float32)
+    for i, label in enumerate(labels):
+        angle = 2 * np.pi * (t + label / NUM_CLASSES)
+        for v in range(17):
+            keypoint[i, 0, :, v, 0] = size / 2 + (size / 3) * np.cos(angle + v * 0.1)
+            keypoint[i, 0, :, v, 1] = size / 2 + (size / 3) * np.sin((label + 1) * angle)
+        score[i, 0] = 1.0
+    keypoint += rng.normal(scale=0.3, size=keypoint.shape).astype(np.float32)
+    return {"keypoint": keypoint, "keypoint_score": score, "label": labels.astype(np.int32)}
+
+
+def build(config, tokens_and_bert, mesh, total_steps=50):
+    tokens, bert_cfg, enc_id = tokens_and_bert
+    model = train.build_model(config, bert_cfg, enc_id)
+    schedule = train.learning_rate_schedule(config.optim.lr, total_steps, 0, 0.1)
+    tx = train.make_optimizer(config, schedule)
+    state, shardings = train.create_train_state(
+        model,
+        tx,
+        mesh,
+        jax.random.key(0),
+        num_keypoints=17,
+        max_text_len=10,
+        shard_params=config.shard_params,
+    )
+    steps = train.compile_steps(
+        model, train.StepOptions.from_config(config), schedule, mesh, shardings
+    )
+    class_tokens = jax.device_put(
+        {k: jnp.asarray(v) for k, v in tokens.items()}, sharding.replicated(mesh)
+    )
+    return state, steps, class_tokens
+
+
+def run_steps(config, tokens_and_bert, mesh, num_steps, batches=None):
+    state, steps, class_tokens = build(config, tokens_and_bert, mesh)
+    losses = []
+    for i in range(num_steps):
+        local = batches[i % len(batches)] if batches else make_batch()
+        batch = sharding.make_global_batch(mesh, local)
+        state, metrics = steps.train(state, batch, class_tokens, jax.random.key(1))
+        losses.append(metrics["loss"])
+    return state, np.asarray(jax.device_get(losses)), steps
+
+
+def test_loss_falls_when_overfitting_one_batch(tokens_and_bert):
+    mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
+    _, losses, _ = run_steps(tiny_config(), tokens_and_bert, mesh, 30)
+    assert np.all(np.isfinite(losses))
+    assert losses[-5:].mean() < 0.5 * losses[:3].mean(), losses
+
+
+@pytest.mark.parametrize("mesh_shape,shard", [((8, 1), False), ((4, 2), True), ((2, 4), True)])
+def test_sharded_step_equals_single_device(tokens_and_bert, mesh_shape, shard):
+    config = tiny_config()
+    config.shard_params = shard
+    batches = [make_batch(seed) for seed in range(3)]
+    one = sharding.make_mesh((1, 1), jax.devices()[:1])
+    many = sharding.make_mesh(mesh_shape)
+    state_1, losses_1, _ = run_steps(config, tokens_and_bert, one, 3, batches)
+    state_8, losses_8, _ = run_steps(config, tokens_and_bert, many, 3, batches)
+    np.testing.assert_allclose(losses_8, losses_1, rtol=2e-4, atol=2e-5)
+    flat_1 = jax.tree.leaves(jax.device_get(state_1.params))
+    flat_8 = jax.tree.leaves(jax.device_get(state_8.params))
+    # Adam turns float-level gradient noise on near-zero gradients into O(lr) steps; 1e-4 is still far below
+    # the 3 * lr = 9e-3 a real sharding error (wrong BN statistics, unaveraged gradients) would move a weight.
+    for a, b in zip(flat_1, flat_8, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_step_compiles_once_for_changing_data(tokens_and_bert):
+    mesh = sharding.make_mesh((-1, 1))
+    batches = [make_batch(seed) for seed in range(3)]
+    batches[1]["label"][:] = 2  # an all-same-label batch: CSI masks itself out without a new trace.
+    _, losses, steps = run_steps(tiny_config(), tokens_and_bert, mesh, 3, batches)
+    assert np.all(np.isfinite(losses))
+    assert steps.train._cache_size() == 1
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"csi": False},
+        {"ssm_targets": "all_classes"},
+        {"activation": "sigmoid", "mapping": "residual"},
+        {"activation": "mean"},
+        {"csi_negatives": "sample"},
+    ],
+)
+def test_ablation_switches_train(tokens_and_bert, overrides):
+    mesh = sharding.make_mesh((-1, 1))
+    _, losses, _ = run_steps(tiny_config(**overrides), tokens_and_bert, mesh, 2)
+    assert np.all(np.isfinite(losses))
+
+
+def test_frozen_text_encoder_keeps_pretrained_weights(tokens_and_bert):
+    config = tiny_config()
+    config.model.text.regime = "frozen"
+    mesh = sharding.make_mesh((-1, 1))
+    state0, steps, class_tokens = build(config, tokens_and_bert, mesh)
+    before = jax.device_get(state0.params)
+    state = state0
+    for _ in range(2):
+        state, _ = steps.train(
+            state, sharding.make_global_batch(mesh, make_batch()), class_tokens, jax.random.key(1)
+        )
+    after = jax.device_get(state.params)
+    changed = jax.tree_util.tree_map_with_path(
+        lambda p, a, b: (jax.tree_util.keystr(p), not np.array_equal(a, b)),
+        before["text_encoder"],
+        after["text_encoder"],
+    )
+    for path, did_change in jax.tree.leaves(changed, is_leaf=lambda x: isinstance(x, tuple)):
+        assert did_change == ("crossattention" in path), path
+    assert not np.array_equal(
+        before["frame_proj"]["linear"]["kernel"], after["frame_proj"]["linear"]["kernel"]
+    )
+
+
+def test_eval_step_averages_views_into_probabilities(tokens_and_bert):
+    config = tiny_config()
+    mesh = sharding.make_mesh((-1, 1))
+    state, steps, class_tokens = build(config, tokens_and_bert, mesh)
+    train_batch = make_batch()
+    views = np.stack([train_batch["keypoint"]] * 2, axis=1)
+    batch = {
+        "keypoint": views,
+        "keypoint_score": np.stack([train_batch["keypoint_score"]] * 2, axis=1),
+        "label": train_batch["label"],
+        "mask": np.ones(BATCH, bool),
+    }
+    class_feats = steps.encode_classes(state, class_tokens)
+    out = jax.device_get(steps.eval(state, sharding.make_global_batch(mesh, batch), class_feats))
+    assert out["probs"].shape == (BATCH, NUM_CLASSES)
+    np.testing.assert_allclose(out["probs"].sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(out["label"], train_batch["label"])
