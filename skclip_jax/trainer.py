@@ -77,7 +77,7 @@ def total_steps_of(config, steps_per_epoch: int) -> int:
 
 
 def every(config_value: int, steps_per_epoch: int) -> int:
-    """A period in steps; <= 0 means once per epoch."""
+    """A period in steps; negative means once per epoch (validation rejects 0)."""
     return config_value if config_value > 0 else steps_per_epoch
 
 

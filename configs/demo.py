@@ -1,0 +1,82 @@
+"""The embedded demo: a synthetic skeleton dataset that trains in a few minutes on 2 CPU cores.
+
+    python -m skclip_jax.main --config=configs/demo.py --workdir=/tmp/demo
+
+The driver generates the dataset in data.data_dir on first use (data.generate_synthetic, with the
+keyword arguments in data.synthetic for data_prep.synthetic.make_synthetic_dataset). Everything else
+is the real pipeline (heatmaps, SlowOnly, WFI, SSM, CSI) at toy sizes with the offline MiniLM text
+tower. Variants: `tiny` (a handful of steps, for CLI tests) and the ablations in configs/variants.py.
+"""
+
+import os
+import sys
+
+# Loaded by path by config_flags: make `configs` importable from any working directory.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import ml_collections  # noqa: E402
+
+from configs import variants  # noqa: E402
+
+
+def shrink_to_tiny(config: ml_collections.ConfigDict) -> None:
+    """Seconds, not minutes: 4 steps of batch 8, one eval at the end, a checkpoint every 2 steps."""
+    config.data.data_dir = "data/synthetic_tiny"  # a smaller dataset must not reuse the demo's.
+    config.data.synthetic.num_classes = 4
+    config.data.synthetic.num_train_per_class = 2  # 8 clips: one batch.
+    config.data.synthetic.num_test_per_class = 1
+    config.data.synthetic.num_frames = 16
+    config.data.clip_len = 8
+    config.data.train_size = 16
+    config.data.test_size = 16
+    config.data.short_side = 18
+    config.data.num_test_clips = 1
+    config.model.slowonly.base_channels = 4
+    config.model.embed_dim = 32
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.total_steps = 4
+    config.log_every_steps = 1
+    config.eval_every_steps = 4
+    config.checkpoint_every_steps = 2
+    config.optim.warmup_epochs = 0.0
+
+
+VARIANTS = {"tiny": variants.Variant(shrink_to_tiny, "size", "4 steps of batch 8, for CLI tests")}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    config = variants.base_config("synthetic", "data/synthetic")
+    config.data.generate_synthetic = True
+    # Passed as keyword arguments to data_prep.synthetic.make_synthetic_dataset(data_dir, ...).
+    config.data.synthetic = ml_collections.ConfigDict(
+        dict(
+            num_classes=8,
+            num_train_per_class=32,
+            num_test_per_class=8,
+            num_frames=None,  # natural lengths, 30-120 frames.
+            num_persons=2,  # an occasional bystander, as in real footage.
+            seed=0,
+        )
+    )
+    config.data.clip_len = 16
+    config.data.train_size = 32
+    config.data.test_size = 32
+    config.data.short_side = 36
+    config.data.num_test_clips = 2
+    config.data.repeat = 1
+    config.model.slowonly.base_channels = 8
+    config.model.slowonly.stage_blocks = (1, 1, 1)
+    config.model.text.bert_dir = variants.MINILM
+    config.model.embed_dim = 64
+    config.batch_size = 16
+    config.eval_batch_size = 16
+    # 256 training clips / 16 = 16 steps an epoch: 200 steps is ~12 passes.
+    config.total_steps = 200
+    config.log_every_steps = 10
+    config.eval_every_steps = 50
+    config.checkpoint_every_steps = 50
+    config.optim.warmup_epochs = 1.0
+    return variants.apply_variants(config, arg, VARIANTS)

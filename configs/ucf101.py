@@ -1,0 +1,38 @@
+"""UCF-101 with PYSKL's HRNet 2D skeletons (ucf101_hrnet.pkl), the paper's recipe.
+
+Usage: `--config=configs/ucf101.py[:variant,...]`, e.g. `configs/ucf101.py:split2,cpu,nowfi`.
+Variants: `split1` (default) | `split2` | `split3`, `cpu`, and the ablations in configs/variants.py.
+data.data_dir is the converter's --out_dir:
+  python -m data_prep.pyskl --ann=ucf101_hrnet.pkl --dataset=ucf101 --out_dir=data/ucf101
+The TFDS splits keep the pickle's names, `train1`/`test1` ... `train3`/`test3`.
+"""
+
+import os
+import sys
+
+# Loaded by path by config_flags: make `configs` importable from any working directory.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import ml_collections  # noqa: E402
+
+from configs import variants  # noqa: E402
+
+
+def _split(n: int) -> variants.Variant:
+    return variants.Variant(
+        variants.set_fields(**{"data.train_split": f"train{n}", "data.test_split": f"test{n}"}),
+        "split",
+        f"official split {n} (train{n} / test{n})",
+    )
+
+
+VARIANTS = {f"split{n}": _split(n) for n in (1, 2, 3)} | {"cpu": variants.CPU}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    config = variants.base_config("ucf101", "data/ucf101")
+    config.data.train_split = "train1"
+    config.data.test_split = "test1"
+    return variants.apply_variants(config, arg, VARIANTS)

@@ -1,0 +1,293 @@
+"""Up-front checks of a config, so a typo fails in a second with the field's name instead of an hour in.
+
+Every problem names the field, the bad value and a fix; all problems are reported in one ValueError.
+Checks that need the filesystem or the device count (directories exist, batch divides the mesh) live
+in the driver, which knows both.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ml_collections
+
+MAPPINGS = ("linear", "residual")
+ACTIVATIONS = ("softmax", "sigmoid", "mean")
+TEXT_REGIMES = ("finetune", "frozen", "random")
+SSM_TARGETS = ("batch", "all_classes")
+CSI_NEGATIVES = ("argmax", "sample")
+DTYPES = ("float32", "bfloat16")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError listing every invalid field of `config` (see module docstring)."""
+    problems: list[str] = []
+
+    def get(path: str) -> Any:
+        node = config
+        for name in path.split("."):
+            node = node[name]
+        return node
+
+    def bad(path: str, problem: str, fix: str) -> None:
+        try:
+            value = repr(get(path))
+        except (KeyError, AttributeError):
+            value = "<missing>"
+        problems.append(f"config.{path}={value}: {problem}. Fix: {fix}")
+
+    def check(path: str, ok: Callable[[Any], bool], problem: str, fix: str) -> None:
+        try:
+            value = get(path)
+        except (KeyError, AttributeError):
+            problems.append(f"config.{path} is missing. Fix: start from configs/default.py")
+            return
+        try:
+            valid = ok(value)
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            bad(path, problem, fix)
+
+    def positive_int(path: str, example: int) -> None:
+        check(
+            path,
+            lambda v: _is_int(v) and v > 0,
+            "must be a positive integer",
+            f"--config.{path}={example}",
+        )
+
+    def one_of(path: str, choices: Sequence[str]) -> None:
+        check(
+            path,
+            lambda v: v in choices,
+            f"must be one of {list(choices)}",
+            f"--config.{path}={choices[0]}",
+        )
+
+    def nonempty_str(path: str, fix: str) -> None:
+        check(path, lambda v: isinstance(v, str) and v.strip() != "", "must not be empty", fix)
+
+    def nonzero_period(path: str) -> None:
+        check(
+            path,
+            lambda v: _is_int(v) and v != 0,
+            "must be a positive number of steps or negative for once per epoch, not 0",
+            f"--config.{path}=100 (or -1 for once per epoch)",
+        )
+
+    # Data.
+    nonempty_str(
+        "data.data_dir",
+        "--config.data.data_dir=DIR, the --out_dir of a data_prep converter",
+    )
+    nonempty_str("data.train_split", "--config.data.train_split=train (a split of the dataset)")
+    nonempty_str("data.test_split", "--config.data.test_split=test (a split of the dataset)")
+    positive_int("data.clip_len", 48)
+    positive_int("data.num_persons", 2)
+    positive_int("data.num_keypoints", 17)
+    positive_int("data.train_size", 56)
+    positive_int("data.test_size", 64)
+    positive_int("data.short_side", 64)
+    positive_int("data.num_test_clips", 10)
+    positive_int("data.repeat", 1)
+    positive_int("data.max_text_len", 10)
+    check(
+        "data.num_workers",
+        lambda v: _is_int(v) and v >= 0,
+        "must be >= 0",
+        "--config.data.num_workers=0 (in-process)",
+    )
+    check(
+        "data.sigma",
+        lambda v: _is_number(v) and v > 0,
+        "the heatmap Gaussian's sigma must be > 0",
+        "--config.data.sigma=0.6",
+    )
+    check(
+        "data.flip_ratio",
+        lambda v: _is_number(v) and 0 <= v <= 1,
+        "is a probability, must lie in [0, 1]",
+        "--config.data.flip_ratio=0.5",
+    )
+    check(
+        "data.crop_area",
+        lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1,
+        "must be (lo, hi) with 0 < lo <= hi <= 1 (fractions of the area)",
+        "--config.data.crop_area='(0.56, 1.0)'",
+    )
+    check(
+        "data.prompt_template",
+        lambda v: isinstance(v, str) and "{}" in v,
+        "must contain '{}' where the class name goes",
+        "--config.data.prompt_template='{}' or 'a person {}'",
+    )
+
+    # Model.
+    s = "model.slowonly"
+    positive_int(f"{s}.in_channels", 17)
+    positive_int(f"{s}.base_channels", 32)
+    check(
+        f"{s}.stage_blocks",
+        lambda v: len(v) > 0 and all(_is_int(b) and b > 0 for b in v),
+        "must be a non-empty tuple of positive block counts",
+        f"--config.{s}.stage_blocks='(4, 6, 3)'",
+    )
+    for name in ("inflate", "spatial_strides", "temporal_strides"):
+        check(
+            f"{s}.{name}",
+            lambda v: len(v) == len(get(f"{s}.stage_blocks")),
+            f"needs one entry per stage ({len(get(f'{s}.stage_blocks'))}, as stage_blocks)",
+            f"give --config.{s}.{name} as many entries as --config.{s}.stage_blocks",
+        )
+    for name in ("spatial_strides", "temporal_strides"):
+        check(
+            f"{s}.{name}",
+            lambda v: all(_is_int(x) and x > 0 for x in v),
+            "strides must be positive integers",
+            f"--config.{s}.{name}='(1, 1, 2)'",
+        )
+    check(
+        f"{s}.conv1_kernel",
+        lambda v: len(v) == 3 and all(_is_int(k) and k > 0 for k in v),
+        "must be 3 positive sizes (T, H, W)",
+        f"--config.{s}.conv1_kernel='(1, 7, 7)'",
+    )
+    nonempty_str(
+        "model.text.bert_dir",
+        "--config.model.text.bert_dir=pretrained/bert-base-uncased (a local Hugging Face BERT "
+        "directory) or minilm",
+    )
+    one_of("model.text.regime", TEXT_REGIMES)
+    check(
+        "model.text.lr_mult",
+        lambda v: _is_number(v) and v >= 0,
+        "must be >= 0",
+        "--config.model.text.lr_mult=0.01 (or model.text.regime=frozen to freeze BERT)",
+    )
+    check(
+        "model.text.dropout",
+        lambda v: _is_number(v) and 0 <= v < 1,
+        "must lie in [0, 1)",
+        "--config.model.text.dropout=0.1",
+    )
+    positive_int("model.embed_dim", 256)
+    one_of("model.mapping", MAPPINGS)
+    one_of("model.activation", ACTIVATIONS)
+    one_of("model.ssm_targets", SSM_TARGETS)
+    one_of("model.csi_negatives", CSI_NEGATIVES)
+    one_of("model.dtype", DTYPES)
+    check(
+        "model.csi",
+        lambda v: isinstance(v, bool),
+        "must be True or False",
+        "--config.model.csi=False",
+    )
+    check(
+        "model.csi_weight",
+        lambda v: _is_number(v) and v >= 0,
+        "must be >= 0",
+        "--config.model.csi_weight=1.0 (or --config.model.csi=False to drop CSI)",
+    )
+    temperature_ok = True
+    try:
+        lo, hi = (float(t) for t in config.model.temperature_range)
+        temperature_ok = 0 < lo < hi
+    except (TypeError, ValueError):
+        temperature_ok = False
+    if not temperature_ok:
+        bad(
+            "model.temperature_range",
+            "must be (lo, hi) with 0 < lo < hi",
+            "--config.model.temperature_range='(0.001, 0.5)'",
+        )
+    else:
+        check(
+            "model.init_temperature",
+            lambda v: _is_number(v) and lo <= v <= hi,
+            f"must lie inside model.temperature_range [{lo}, {hi}]",
+            f"--config.model.init_temperature=0.07 or widen model.temperature_range (now {(lo, hi)})",
+        )
+
+    # Optimisation and schedule.
+    check(
+        "optim.lr",
+        lambda v: _is_number(v) and v > 0,
+        "must be > 0",
+        "--config.optim.lr=1e-3",
+    )
+    check(
+        "optim.weight_decay",
+        lambda v: _is_number(v) and v >= 0,
+        "must be >= 0",
+        "--config.optim.weight_decay=0.01",
+    )
+    check(
+        "optim.clip_norm",
+        lambda v: _is_number(v) and v > 0,
+        "must be > 0 (clipping to 0 zeroes every gradient)",
+        "--config.optim.clip_norm=40",
+    )
+    check(
+        "optim.warmup_epochs",
+        lambda v: _is_number(v) and v >= 0,
+        "must be >= 0",
+        "--config.optim.warmup_epochs=2",
+    )
+    check(
+        "optim.warmup_ratio",
+        lambda v: _is_number(v) and 0 < v <= 1,
+        "the warm-up's starting fraction of lr must lie in (0, 1]",
+        "--config.optim.warmup_ratio=0.1",
+    )
+    check(
+        "optim.min_lr",
+        # Compared with lr only when lr itself is valid, so a bad lr is reported once.
+        lambda v: _is_number(v) and 0 <= v and not (0 < config.optim.lr < v),
+        "must lie in [0, optim.lr]",
+        "--config.optim.min_lr=0",
+    )
+    positive_int("batch_size", 32)
+    positive_int("eval_batch_size", 8)
+    check(
+        "total_steps",
+        lambda v: _is_int(v) and v != 0,
+        "must be > 0, or negative to train for num_epochs",
+        "--config.total_steps=-1 (use num_epochs) or a positive step count",
+    )
+    if _is_int(config.get("total_steps")) and config.total_steps < 0:
+        positive_int("num_epochs", 24)
+    nonzero_period("log_every_steps")
+    nonzero_period("eval_every_steps")
+    nonzero_period("checkpoint_every_steps")
+    positive_int("keep_checkpoints", 2)
+
+    # Parallelism.
+    check(
+        "mesh_shape",
+        lambda v: (
+            len(v) == 2
+            and all(_is_int(x) and (x > 0 or x == -1) for x in v)
+            and list(v).count(-1) <= 1
+        ),
+        "must be 2 entries (data, fsdp), each positive or -1 (at most one -1)",
+        "--config.mesh_shape='(-1, 1)' (data parallel) or '(1, -1)' (fsdp)",
+    )
+    check(
+        "shard_params",
+        lambda v: isinstance(v, bool),
+        "must be True or False",
+        "--config.shard_params=True",
+    )
+
+    if problems:
+        raise ValueError(
+            f"Invalid config ({len(problems)} problem(s)):\n  " + "\n  ".join(problems)
+        )
