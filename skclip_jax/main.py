@@ -5,6 +5,7 @@ Every hyperparameter is a config field, overridable as `--config.optim.lr=1e-4`.
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -101,12 +102,17 @@ def main(argv):
         jax.local_device_count(),
         jax.devices()[0].device_kind,
     )
-    ensure_demo_data(config)
-    os.makedirs(_WORKDIR.value, exist_ok=True)
-    if _MODE.value == "train":
-        result = trainer.train_and_evaluate(config, _WORKDIR.value)
-    else:
-        result = trainer.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
+    try:
+        ensure_demo_data(config)
+        os.makedirs(_WORKDIR.value, exist_ok=True)
+        if _MODE.value == "train":
+            result = trainer.train_and_evaluate(config, _WORKDIR.value)
+        else:
+            result = trainer.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
+    except (trainer.SetupError, trainer.NonFiniteLossError) as e:
+        logging.error("%s", e)
+        print(f"skclip_jax: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
     if jax.process_index() == 0 and result:
         print(
             "final evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()), flush=True

@@ -32,7 +32,11 @@ from skclip_jax.models import text
 
 
 class NonFiniteLossError(RuntimeError):
-    pass
+    """The loss became NaN or infinite; the run stops before saving anything from that state."""
+
+
+class SetupError(ValueError):
+    """A bad config value, a missing directory or checkpoint: reported without a traceback."""
 
 
 class _Preemption:
@@ -82,6 +86,13 @@ def every(config_value: int, steps_per_epoch: int) -> int:
 
 
 def build_experiment(config: ml_collections.ConfigDict, rng_seed_offset: int = 0) -> Experiment:
+    try:
+        return _build_experiment(config, rng_seed_offset)
+    except (ValueError, FileNotFoundError) as e:
+        raise SetupError(str(e)) from e
+
+
+def _build_experiment(config: ml_collections.ConfigDict, rng_seed_offset: int) -> Experiment:
     config_validation.validate_config(config)
     info = input_pipeline.load_dataset_info(config.data.data_dir, config.data.class_names_file)
     for split in (config.data.train_split, config.data.test_split):
@@ -168,7 +179,10 @@ def run_evaluation(exp: Experiment, state: train.TrainState) -> tuple[dict[str, 
 
 
 def _fetch_train_metrics(buffer: list[tuple[int, dict]]) -> list[tuple[int, dict[str, float]]]:
-    """One device_get for all buffered steps; raises on the first non-finite loss, naming its step."""
+    """One device_get for all steps since the last log; raises on the first non-finite loss, naming its step.
+
+    Logged values are the means over those steps, so `log_every_steps` trades detail for file size only.
+    """
     fetched = jax.device_get([m for _, m in buffer])
     rows = []
     for (step, _), m in zip(buffer, fetched, strict=True):
@@ -233,18 +247,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             done = step + 1
             is_last = done == exp.total_steps
             want_eval = done % eval_every == 0 or is_last
-            want_ckpt = done % ckpt_every == 0 or is_last or preemption.requested
-            want_ckpt = want_ckpt or manager.reached_preemption(done)
+            # Read the signal flag once: a SIGTERM arriving later in this iteration is handled after the next step.
+            stop = preemption.requested or manager.reached_preemption(done)
+            want_ckpt = done % ckpt_every == 0 or is_last or stop
             if done % log_every == 0 or want_eval or want_ckpt:
                 rows = _fetch_train_metrics(buffer)  # also the NaN guard before any save.
                 buffer = []
                 elapsed = time.perf_counter() - window_start
-                clips_per_sec = window_steps * config.batch_size / max(elapsed, 1e-9)
+                values = {k: float(np.mean([r[k] for _, r in rows])) for k in rows[-1][1]}
+                values["learning_rate"] = rows[-1][1]["learning_rate"]
+                values["clips_per_sec"] = window_steps * config.batch_size / max(elapsed, 1e-9)
                 window_start, window_steps = time.perf_counter(), 0
-                for s, values in rows:
-                    values["clips_per_sec"] = clips_per_sec
-                    writer.write(s, values, kind="train")
-                bar.set_postfix(loss=f"{rows[-1][1]['loss']:.4f}", clips_s=f"{clips_per_sec:.1f}")
+                writer.write(done, values, kind="train")
+                bar.set_postfix(
+                    loss=f"{values['loss']:.4f}", clips_s=f"{values['clips_per_sec']:.1f}"
+                )
             eval_metrics = None
             if want_eval:
                 last_eval, confusion = run_evaluation(exp, state)
@@ -257,7 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 window_start = time.perf_counter()  # evaluation time is not training throughput.
             if want_ckpt or want_eval:
                 save(done, eval_metrics)
-            if preemption.requested or manager.reached_preemption(done):
+            if stop:
                 manager.wait_until_finished()
                 logging.warning("Preempted: checkpoint of step %d saved; exiting.", done)
                 break
@@ -277,7 +294,7 @@ def evaluate_checkpoint(
     """Evaluates the latest (or a given) checkpoint in WORKDIR and appends the result to metrics.jsonl."""
     manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints, read_only=True)
     if manager.latest_step() is None:
-        raise FileNotFoundError(
+        raise SetupError(
             f"no checkpoint in {checkpointing.checkpoint_dir(workdir)}; train first or pass --workdir of a run"
         )
     exp = build_experiment(config)

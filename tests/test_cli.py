@@ -1,0 +1,198 @@
+"""The training program as users run it: train, checkpoint, evaluate, resume after kill -9 or SIGTERM, bad configs.
+
+Each run is a real `python -m skclip_jax.main` process on the tiny synthetic demo (2 simulated CPU devices).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax.numpy as jnp
+import pytest
+
+from skclip_jax import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOTAL_STEPS = 8
+RUN_FLAGS = [
+    f"--config.total_steps={TOTAL_STEPS}",
+    "--config.log_every_steps=1",
+    "--config.checkpoint_every_steps=2",
+    "--config.eval_every_steps=4",
+]
+
+
+def _env():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = REPO
+    return env
+
+
+def start(workdir, data_dir, *extra, config="configs/demo.py:tiny"):
+    cmd = [
+        sys.executable,
+        "-m",
+        "skclip_jax.main",
+        f"--config={config}",
+        f"--workdir={workdir}",
+        f"--config.data.data_dir={data_dir}",
+        *RUN_FLAGS,
+        *extra,
+    ]
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def run(workdir, data_dir, *extra, timeout=600, **kwargs):
+    proc = start(workdir, data_dir, *extra, **kwargs)
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def records(workdir, kind):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {r["step"]: r for r in rows if r["kind"] == kind}
+
+
+def finished_steps(workdir):
+    ckpt = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(ckpt):
+        return []
+    return sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())
+
+
+def assert_same_run(workdir, reference):
+    """Every logged train step and every evaluation equal the uninterrupted run's."""
+    for kind in ("train", "eval"):
+        got, want = records(workdir, kind), records(reference, kind)
+        assert sorted(got) == sorted(want), kind
+        for step, row in want.items():
+            for key, value in row.items():
+                if key in ("clips_per_sec", "kind"):
+                    continue
+                assert got[step][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (kind, step, key)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("data") / "synthetic_tiny")
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, data_dir):
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    code, out = run(workdir, data_dir)
+    assert code == 0, out
+    return workdir, out
+
+
+def test_train_writes_checkpoints_metrics_and_plots(reference_run):
+    workdir, out = reference_run
+    train_rows, eval_rows = records(workdir, "train"), records(workdir, "eval")
+    assert sorted(train_rows) == list(range(1, TOTAL_STEPS + 1))
+    for row in train_rows.values():
+        assert {"loss", "ssm_loss", "csi_loss", "learning_rate", "clips_per_sec"} <= set(row)
+    assert sorted(eval_rows) == [4, 8]
+    assert {"top1", "top5", "mean_class_accuracy"} <= set(eval_rows[8])
+    assert TOTAL_STEPS in finished_steps(workdir)
+    for name in ("loss.png", "accuracy.png", "confusion.png"):
+        with open(os.path.join(workdir, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+    assert "final evaluation: top1" in out
+
+
+def test_eval_mode_reproduces_training_evaluation(reference_run, data_dir, tmp_path):
+    workdir, _ = reference_run
+    before = records(workdir, "eval")[TOTAL_STEPS]
+    code, out = run(workdir, data_dir, "--mode=eval")
+    assert code == 0, out
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        last = json.loads(f.read().strip().splitlines()[-1])
+    assert last["kind"] == "eval" and last["step"] == TOTAL_STEPS
+    for key in ("top1", "top5", "mean_class_accuracy"):
+        assert last[key] == pytest.approx(before[key], abs=1e-9), key
+
+
+def _wait_for(predicate, proc, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"run ended (code {proc.returncode}) before the condition:\n{proc.stdout.read()}"
+            )
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def test_kill_9_then_restart_continues_exactly(reference_run, data_dir, tmp_path):
+    reference, _ = reference_run
+    workdir = str(tmp_path / "killed")
+    proc = start(workdir, data_dir)
+    _wait_for(lambda: 2 in finished_steps(workdir), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert max(finished_steps(workdir)) < TOTAL_STEPS
+    code, out = run(workdir, data_dir)
+    assert code == 0, out
+    assert "Resuming at step" in out
+    assert_same_run(workdir, reference)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_zero(reference_run, data_dir, tmp_path):
+    reference, _ = reference_run
+    workdir = str(tmp_path / "preempted")
+    proc = start(workdir, data_dir)
+    _wait_for(
+        lambda: (
+            os.path.exists(os.path.join(workdir, "metrics.jsonl")) and records(workdir, "train")
+        ),
+        proc,
+    )
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    saved = finished_steps(workdir)
+    assert saved and max(saved) == max(records(workdir, "train")), (saved, out)
+    assert "Preempted" in out or max(saved) == TOTAL_STEPS
+    code, out = run(workdir, data_dir)
+    assert code == 0, out
+    assert_same_run(workdir, reference)
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--config.data.clip_len=0"], "data.clip_len"),
+        (["--config.model.activation=relu"], "model.activation"),
+        (["--config.batch_size=7"], "batch_size=7 is not divisible by the 2 devices"),
+    ],
+)
+def test_bad_config_stops_with_a_message_naming_the_field(data_dir, tmp_path, extra, message):
+    code, out = run(str(tmp_path / "bad"), data_dir, *extra)
+    assert code != 0
+    assert message in out
+
+
+def test_missing_data_dir_and_checkpoint_are_clear_errors(tmp_path):
+    code, out = run(
+        str(tmp_path / "w"), str(tmp_path / "absent"), config="configs/penn_action.py:cpu"
+    )
+    assert code != 0 and "does not exist" in out and "data_prep" in out
+    code, out = run(str(tmp_path / "w2"), str(tmp_path / "absent"), "--mode=eval")
+    assert code != 0 and "no checkpoint" in out
+
+
+def test_non_finite_loss_names_its_step():
+    buffer = [(5, {"loss": jnp.float32(1.0)}), (6, {"loss": jnp.float32(float("nan"))})]
+    with pytest.raises(trainer.NonFiniteLossError, match="at step 6"):
+        trainer._fetch_train_metrics(buffer)
