@@ -195,14 +195,39 @@ def _fetch_train_metrics(buffer: list[tuple[int, dict]]) -> list[tuple[int, dict
     return rows
 
 
+class _Throughput:
+    """Training clips per second between two logs, excluding evaluation time."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self.restart()
+
+    def restart(self):
+        self.start, self.steps = time.perf_counter(), 0
+
+    def clips_per_sec(self) -> float:
+        rate = self.steps * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
+        self.restart()
+        return rate
+
+
+def _log_train_metrics(buffer, done: int, throughput: _Throughput, writer, bar) -> None:
+    """Fetches the buffered step metrics (NaN guard included) and logs their mean at step `done`."""
+    rows = _fetch_train_metrics(buffer)
+    values = {k: float(np.mean([r[k] for _, r in rows])) for k in rows[-1][1]}
+    values["learning_rate"] = rows[-1][1]["learning_rate"]
+    values["clips_per_sec"] = throughput.clips_per_sec()
+    writer.write(done, values, kind="train")
+    bar.set_postfix(loss=f"{values['loss']:.4f}", clips_s=f"{values['clips_per_sec']:.1f}")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains to config.total_steps (or num_epochs), evaluating and checkpointing on the way; returns last eval."""
     exp = build_experiment(config)
     is_main = jax.process_index() == 0
     writer = metrics_io.MetricsWriter(workdir, enabled=is_main)
     manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
-    state = exp.state
-    start_step = 0
+    state, start_step = exp.state, 0
     if manager.latest_step() is not None:
         state, position = checkpointing.restore(
             manager, jax.eval_shape(lambda: exp.state), exp.state_shardings
@@ -228,63 +253,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     batches = input_pipeline.train_iterator(exp.info, config, start_step, exp.total_steps)
     buffer: list[tuple[int, dict]] = []
     last_eval: dict[str, float] = {}
-    confusion = None
-    bar = tqdm(
-        total=exp.total_steps, initial=start_step, disable=not is_main, desc="train", unit="step"
-    )
-    window_start, window_steps = time.perf_counter(), 0
-
-    def save(step, metrics=None):
-        checkpointing.save(manager, step, state, {"step": step, "seed": config.seed}, metrics)
-
-    with _Preemption() as preemption:
-        for step in range(start_step, exp.total_steps):
-            batch = sharding.make_global_batch(exp.mesh, next(batches))
-            state, metrics = exp.steps.train(state, batch, exp.class_tokens, base_rng)
-            buffer.append((step + 1, metrics))
-            window_steps += 1
-            bar.update(1)
-            done = step + 1
-            is_last = done == exp.total_steps
-            want_eval = done % eval_every == 0 or is_last
-            # Read the signal flag once: a SIGTERM arriving later in this iteration is handled after the next step.
-            stop = preemption.requested or manager.reached_preemption(done)
-            want_ckpt = done % ckpt_every == 0 or is_last or stop
-            if done % log_every == 0 or want_eval or want_ckpt:
-                rows = _fetch_train_metrics(buffer)  # also the NaN guard before any save.
-                buffer = []
-                elapsed = time.perf_counter() - window_start
-                values = {k: float(np.mean([r[k] for _, r in rows])) for k in rows[-1][1]}
-                values["learning_rate"] = rows[-1][1]["learning_rate"]
-                values["clips_per_sec"] = window_steps * config.batch_size / max(elapsed, 1e-9)
-                window_start, window_steps = time.perf_counter(), 0
-                writer.write(done, values, kind="train")
-                bar.set_postfix(
-                    loss=f"{values['loss']:.4f}", clips_s=f"{values['clips_per_sec']:.1f}"
-                )
-            eval_metrics = None
-            if want_eval:
-                last_eval, confusion = run_evaluation(exp, state)
-                eval_metrics = last_eval
-                writer.write(done, last_eval, kind="eval")
-                bar.write(
-                    f"step {done}: top1 {last_eval['top1']:.4f} top5 {last_eval['top5']:.4f} "
-                    f"mean class acc {last_eval['mean_class_accuracy']:.4f}"
-                )
-                window_start = time.perf_counter()  # evaluation time is not training throughput.
-            if want_ckpt or want_eval:
-                save(done, eval_metrics)
-            if stop:
-                manager.wait_until_finished()
-                logging.warning("Preempted: checkpoint of step %d saved; exiting.", done)
-                break
-    bar.close()
-    manager.wait_until_finished()
-    manager.close()
-    if is_main:
-        if confusion is not None:
-            plots.write_all_plots(workdir, confusion, exp.info.class_names)
-    writer.close()
+    throughput = _Throughput(config.batch_size)
+    bar = tqdm(total=exp.total_steps, initial=start_step, disable=not is_main, unit="step")
+    try:
+        with _Preemption() as preemption:
+            for step in range(start_step, exp.total_steps):
+                batch = sharding.make_global_batch(exp.mesh, next(batches))
+                state, metrics = exp.steps.train(state, batch, exp.class_tokens, base_rng)
+                done = step + 1
+                buffer.append((done, metrics))
+                throughput.steps += 1
+                bar.update(1)
+                # Read the signal flag once: a SIGTERM later in this iteration waits for the next step.
+                stop = preemption.requested or manager.reached_preemption(done)
+                want_eval = done % eval_every == 0 or done == exp.total_steps
+                want_ckpt = want_eval or stop or done % ckpt_every == 0
+                if want_ckpt or done % log_every == 0:
+                    _log_train_metrics(buffer, done, throughput, writer, bar)  # NaN guard first.
+                    buffer = []
+                eval_metrics = None
+                if want_eval:
+                    eval_metrics, confusion = run_evaluation(exp, state)
+                    last_eval = eval_metrics
+                    writer.write(done, eval_metrics, kind="eval")
+                    bar.write(
+                        f"step {done}: "
+                        + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items())
+                    )
+                    if is_main:
+                        plots.write_all_plots(workdir, confusion, exp.info.class_names)
+                    throughput.restart()
+                if want_ckpt:
+                    checkpointing.save(
+                        manager, done, state, {"step": done, "seed": config.seed}, eval_metrics
+                    )
+                if stop:
+                    manager.wait_until_finished()
+                    logging.warning("Preempted: checkpoint of step %d saved; exiting.", done)
+                    break
+    finally:
+        # Also on an exception (a NaN loss): let pending asynchronous saves of good states finish.
+        bar.close()
+        manager.wait_until_finished()
+        manager.close()
+        writer.close()
     return last_eval
 
 

@@ -100,22 +100,34 @@ def test_loss_falls_when_overfitting_one_batch(tokens_and_bert):
     assert losses[-5:].mean() < 0.5 * losses[:3].mean(), losses
 
 
+MESH_STEPS = 20
+
+
+@pytest.fixture(scope="module")
+def single_device_run(tokens_and_bert):
+    """20 steps on one device over 4 different global batches: the reference for every mesh."""
+    batches = [make_batch(seed) for seed in range(4)]
+    one = sharding.make_mesh((1, 1), jax.devices()[:1])
+    state, losses, _ = run_steps(tiny_config(), tokens_and_bert, one, MESH_STEPS, batches)
+    return batches, jax.device_get(state.params), losses
+
+
 @pytest.mark.parametrize("mesh_shape,shard", [((8, 1), False), ((4, 2), True), ((2, 4), True)])
-def test_sharded_step_equals_single_device(tokens_and_bert, mesh_shape, shard):
+def test_sharded_steps_equal_single_device(tokens_and_bert, single_device_run, mesh_shape, shard):
+    batches, params_1, losses_1 = single_device_run
     config = tiny_config()
     config.shard_params = shard
-    batches = [make_batch(seed) for seed in range(3)]
-    one = sharding.make_mesh((1, 1), jax.devices()[:1])
-    many = sharding.make_mesh(mesh_shape)
-    state_1, losses_1, _ = run_steps(config, tokens_and_bert, one, 3, batches)
-    state_8, losses_8, _ = run_steps(config, tokens_and_bert, many, 3, batches)
-    np.testing.assert_allclose(losses_8, losses_1, rtol=2e-4, atol=2e-5)
-    flat_1 = jax.tree.leaves(jax.device_get(state_1.params))
+    state_8, losses_8, _ = run_steps(
+        config, tokens_and_bert, sharding.make_mesh(mesh_shape), MESH_STEPS, batches
+    )
+    np.testing.assert_allclose(losses_8, losses_1, rtol=1e-3, atol=1e-5)
+    # Adam turns float-level gradient noise on near-zero gradients into O(lr) steps, and 20 steps compound
+    # it; 2e-3 is still below what a real sharding error (wrong BN statistics, unaveraged gradients)
+    # does to the weights after 20 steps of lr 3e-3.
+    flat_1 = jax.tree.leaves(params_1)
     flat_8 = jax.tree.leaves(jax.device_get(state_8.params))
-    # Adam turns float-level gradient noise on near-zero gradients into O(lr) steps; 1e-4 is still far below
-    # the 3 * lr = 9e-3 a real sharding error (wrong BN statistics, unaveraged gradients) would move a weight.
     for a, b in zip(flat_1, flat_8, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(a, b, rtol=1e-2, atol=2e-3)
 
 
 def test_step_compiles_once_for_changing_data(tokens_and_bert):
