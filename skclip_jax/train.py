@@ -82,17 +82,15 @@ def learning_rate_schedule(
 def param_group_labels(params, text_regime: str):
     """'default' | 'text' | 'frozen' per leaf: BERT trains at a reduced rate, or not at all when frozen.
 
-    Frozen keeps BERT's pretrained weights fixed but trains its new cross-attention layers, which the fusion mode
-    needs and the checkpoint does not have.
+    BERT's cross-attention layers are new (no checkpoint has them) and randomly initialised, so they train at
+    the full rate like the other new layers; at BERT's x0.01 the fusion mode of CSI barely learns.
     """
 
     def label(path, _):
         names = [getattr(k, "key", str(k)) for k in path]
-        if names[0] != "text_encoder":
+        if names[0] != "text_encoder" or any("crossattention" in n for n in names):
             return "default"
-        if text_regime == "frozen" and not any("crossattention" in n for n in names):
-            return "frozen"
-        return "text"
+        return "frozen" if text_regime == "frozen" else "text"
 
     return jax.tree_util.tree_map_with_path(label, params)
 

@@ -46,9 +46,14 @@ def test_text_encoder_gets_its_learning_rate_multiplier():
         {"text_encoder": {"layer": {"crossattention": {"w": 1}, "attention": {"w": 1}}}}, "frozen"
     )
     assert frozen["text_encoder"]["layer"] == {
-        "crossattention": {"w": "text"},
+        "crossattention": {"w": "default"},  # new layers train at the full rate.
         "attention": {"w": "frozen"},
     }
+    finetune = train.param_group_labels(
+        {"text_encoder": {"layer": {"crossattention": {"w": 1}, "attention": {"w": 1}}}}, "finetune"
+    )
+    assert finetune["text_encoder"]["layer"]["crossattention"] == {"w": "default"}
+    assert finetune["text_encoder"]["layer"]["attention"] == {"w": "text"}
 
 
 def test_resolve_mesh_shape():

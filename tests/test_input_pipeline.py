@@ -1,0 +1,102 @@
+"""The input pipeline: seeded global batches, process-count invariance, exact resume, padded evaluation."""
+
+import numpy as np
+import pytest
+
+from configs import demo
+from data_prep import synthetic
+from skclip_jax import input_pipeline
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    synthetic.make_synthetic_dataset(
+        str(out), num_train_per_class=3, num_test_per_class=2, num_classes=4, num_frames=20
+    )
+    return input_pipeline.load_dataset_info(str(out))
+
+
+@pytest.fixture
+def config(dataset):
+    config = demo.get_config("tiny")
+    config.data.data_dir = dataset.data_dir
+    config.batch_size = 4
+    config.eval_batch_size = 4
+    config.data.repeat = 2
+    return config
+
+
+def take(iterator, n):
+    return [next(iterator) for _ in range(n)]
+
+
+def test_class_names_and_prompts_come_from_the_dataset(dataset):
+    assert dataset.num_classes == 4
+    assert dataset.split_sizes == {"train": 12, "test": 8}
+    assert input_pipeline.prompts(["jumping_jacks"], "a person {}") == ["a person jumping jacks"]
+
+
+def test_sampler_covers_each_repeated_epoch_once():
+    sampler = input_pipeline.TrainSampler(num_examples=10, global_batch=4, repeat=2, seed=3)
+    assert sampler.steps_per_epoch == 5
+    epoch = np.concatenate([sampler.global_indices(s) for s in range(5)])
+    assert (
+        sorted(np.bincount(epoch, minlength=10)) == [2] * 10
+    )  # each clip twice per repeated epoch.
+    assert not np.array_equal(sampler.global_indices(0), sampler.global_indices(5))  # reshuffled.
+    np.testing.assert_array_equal(sampler.global_indices(7), sampler.global_indices(7))
+
+
+def test_batches_are_deterministic_and_resume_exactly(dataset, config):
+    full = take(input_pipeline.train_iterator(dataset, config, 0, 6, 0, 1), 6)
+    again = take(input_pipeline.train_iterator(dataset, config, 0, 6, 0, 1), 6)
+    resumed = take(input_pipeline.train_iterator(dataset, config, 3, 6, 0, 1), 3)
+    for a, b in zip(full, again, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    for a, b in zip(full[3:], resumed, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    assert full[0]["keypoint"].shape == (4, config.data.num_persons, 8, 17, 2)
+    assert full[0]["keypoint"].dtype == np.float32 and full[0]["label"].dtype == np.int32
+    assert not np.array_equal(full[0]["keypoint"], full[1]["keypoint"])
+
+
+def test_global_batch_does_not_depend_on_the_number_of_processes(dataset, config):
+    whole = take(input_pipeline.train_iterator(dataset, config, 0, 3, 0, 1), 3)
+    halves = [take(input_pipeline.train_iterator(dataset, config, 0, 3, p, 2), 3) for p in (0, 1)]
+    for step in range(3):
+        for key in whole[step]:
+            joined = np.concatenate([halves[0][step][key], halves[1][step][key]])
+            np.testing.assert_array_equal(joined, whole[step][key])
+
+
+def test_eval_covers_the_split_once_with_a_padding_mask(dataset, config):
+    config.eval_batch_size = 3  # 8 test clips -> 3 batches, the last with one padded row.
+    batches = list(input_pipeline.eval_iterator(dataset, config, 0, 1))
+    assert len(batches) == 3
+    mask = np.concatenate([b["mask"] for b in batches])
+    assert mask.tolist() == [True] * 8 + [False]
+    assert batches[0]["keypoint"].shape == (
+        3,
+        config.data.num_test_clips,
+        config.data.num_persons,
+        8,
+        17,
+        2,
+    )
+    labels = np.concatenate([b["label"] for b in batches])[mask]
+    assert sorted(np.bincount(labels).tolist()) == [2, 2, 2, 2]
+    twice = list(input_pipeline.eval_iterator(dataset, config, 0, 1))
+    np.testing.assert_array_equal(batches[1]["keypoint"], twice[1]["keypoint"])
+
+
+def test_unknown_split_and_missing_dir_are_clear_errors(dataset, tmp_path):
+    with pytest.raises(ValueError, match="split 'val' is not in the dataset"):
+        input_pipeline.open_source(dataset, "val")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        input_pipeline.load_dataset_info(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no TFDS dataset"):
+        input_pipeline.load_dataset_info(str(tmp_path / "empty"))
