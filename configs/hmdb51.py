@@ -19,16 +19,7 @@ import ml_collections  # noqa: E402
 
 from configs import variants  # noqa: E402
 
-
-def _split(n: int) -> variants.Variant:
-    return variants.Variant(
-        variants.set_fields(**{"data.train_split": f"train{n}", "data.test_split": f"test{n}"}),
-        "split",
-        f"official split {n} (train{n} / test{n})",
-    )
-
-
-VARIANTS = {f"split{n}": _split(n) for n in (1, 2, 3)} | {"cpu": variants.CPU}
+VARIANTS = variants.three_split_variants() | {"cpu": variants.CPU}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

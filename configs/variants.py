@@ -89,6 +89,19 @@ def shrink_for_cpu(config: ml_collections.ConfigDict) -> None:
     config.log_every_steps = 10
 
 
+def three_split_variants() -> dict[str, Variant]:
+    """HMDB-51 and UCF-101's official splits: PYSKL names them train1/test1 .. train3/test3."""
+
+    def split(n: int) -> Variant:
+        return Variant(
+            set_fields(**{"data.train_split": f"train{n}", "data.test_split": f"test{n}"}),
+            "split",
+            f"official split {n} (train{n} / test{n})",
+        )
+
+    return {f"split{n}": split(n) for n in (1, 2, 3)}
+
+
 CPU = Variant(shrink_for_cpu, "size", "laptop-sized run (2 CPU cores): 16 frames, 32x32, MiniLM")
 
 
