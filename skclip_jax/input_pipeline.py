@@ -1,10 +1,11 @@
 """TFDS keypoint records -> per-process batches of augmented keypoints -> global arrays on the mesh.
 
-The host ships keypoints (a few KB per clip); heatmap volumes are rendered inside the jitted step. Batches are a pure
-function of (seed, step): one seeded sampler draws the global batch of every step, each process reads and augments
-its own rows of it from a random-access ArrayRecord source, so the global batch is the same for any number of
-processes and a resumed run continues exactly by starting at its step. grain runs the reads in parallel threads
-(or worker processes) and prefetches ahead of the device.
+The host ships keypoints (a few KB per clip); heatmap volumes are rendered inside the jitted step. For ArrayRecord
+datasets (the converters' default) batches are a pure function of (seed, step): one seeded sampler draws the global
+batch of every step, each process reads and augments its own rows of it from a random-access source, so the global
+batch is the same for any number of processes and a resumed run continues exactly by starting at its step. grain
+runs the reads in parallel threads (or worker processes) and prefetches ahead of the device. TFRecord datasets are
+streamed with tf.data (deterministic for a given seed and process count).
 """
 
 import dataclasses
@@ -29,6 +30,7 @@ class DatasetInfo:
     data_dir: str
     class_names: tuple[str, ...]
     split_sizes: dict[str, int]
+    file_format: str = "array_record"
 
     @property
     def num_classes(self) -> int:
@@ -84,7 +86,8 @@ def load_dataset_info(data_dir: str, class_names_file: str = "") -> DatasetInfo:
                 f"the dataset in {builder_dir} has no class names in its metadata; set data.class_names_file"
             )
     sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
-    return DatasetInfo(builder_dir, names, sizes)
+    file_format = getattr(builder.info.file_format, "value", str(builder.info.file_format))
+    return DatasetInfo(builder_dir, names, sizes, file_format)
 
 
 def open_source(info: DatasetInfo, split: str):
@@ -93,14 +96,7 @@ def open_source(info: DatasetInfo, split: str):
         raise ValueError(
             f"split {split!r} is not in the dataset at {info.data_dir}; it has {sorted(info.split_sizes)}"
         )
-    builder = tfds.builder_from_directory(info.data_dir)
-    try:
-        return builder.as_data_source(split=split)
-    except NotImplementedError as e:  # TFRecord datasets have no random access.
-        raise ValueError(
-            f"{info.data_dir} is stored as TFRecord; training needs random access: convert with "
-            "--file_format=array_record"
-        ) from e
+    return tfds.builder_from_directory(info.data_dir).as_data_source(split=split)
 
 
 def prompts(class_names: Sequence[str], template: str = "{}") -> list[str]:
@@ -156,6 +152,45 @@ def process_rows(global_batch: int, process_index: int, process_count: int) -> s
     return slice(process_index * per_process, (process_index + 1) * per_process)
 
 
+def _train_clip(sample: dict[str, Any], data, seed: int, step: int, position: int):
+    # Augmentation randomness depends on (seed, step, position in the global batch) only.
+    rng = np.random.default_rng([seed, step, position])
+    out = pose_transforms.train_transform(
+        sample,
+        rng,
+        clip_len=data.clip_len,
+        out_size=data.train_size,
+        short_side=data.short_side,
+        area_range=tuple(data.crop_area),
+        flip_ratio=data.flip_ratio,
+        num_persons=data.num_persons,
+    )
+    return out["keypoint"], out["keypoint_score"], sample["label"]
+
+
+def _test_clip(sample: dict[str, Any], data):
+    out = pose_transforms.test_transform(
+        sample,
+        clip_len=data.clip_len,
+        num_clips=data.num_test_clips,
+        out_size=data.test_size,
+        num_persons=data.num_persons,
+    )
+    return out["keypoint"], out["keypoint_score"], sample["label"]
+
+
+def _stack(clips, mask=None) -> dict[str, np.ndarray]:
+    keypoints, scores, labels = zip(*clips, strict=True)
+    batch = {
+        "keypoint": np.stack(keypoints).astype(np.float32),
+        "keypoint_score": np.stack(scores).astype(np.float32),
+        "label": np.asarray(labels, np.int32),
+    }
+    if mask is not None:
+        batch["mask"] = np.asarray(mask, bool)
+    return batch
+
+
 class TrainBatches:
     """Callable step -> this process's slice of the step's global batch, as NumPy arrays."""
 
@@ -170,30 +205,19 @@ class TrainBatches:
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         indices = self.sampler.global_indices(step)
-        keypoints, scores, labels = [], [], []
+        clips = []
         for position in range(self.rows.start, self.rows.stop):
             index = int(indices[position])
             sample = _as_sample(self.source[index], f"training example {index}")
-            # Augmentation randomness depends on (seed, step, position in the global batch) only.
-            rng = np.random.default_rng([self.seed, step, position])
-            out = pose_transforms.train_transform(
-                sample,
-                rng,
-                clip_len=self.data.clip_len,
-                out_size=self.data.train_size,
-                short_side=self.data.short_side,
-                area_range=tuple(self.data.crop_area),
-                flip_ratio=self.data.flip_ratio,
-                num_persons=self.data.num_persons,
-            )
-            keypoints.append(out["keypoint"])
-            scores.append(out["keypoint_score"])
-            labels.append(sample["label"])
-        return {
-            "keypoint": np.stack(keypoints).astype(np.float32),
-            "keypoint_score": np.stack(scores).astype(np.float32),
-            "label": np.asarray(labels, np.int32),
-        }
+            clips.append(_train_clip(sample, self.data, self.seed, step, position))
+        return _stack(clips)
+
+
+def _resolve_process(process_index, process_count):
+    return (
+        jax.process_index() if process_index is None else process_index,
+        jax.process_count() if process_count is None else process_count,
+    )
 
 
 def train_iterator(
@@ -204,9 +228,15 @@ def train_iterator(
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Local batches for steps start_step .. num_steps - 1, read and augmented ahead of time by grain."""
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
+    """Local batches for steps start_step .. num_steps - 1, read and augmented ahead of time by grain.
+
+    TFRecord datasets are streamed with tf.data instead (see `_streamed_train_batches`).
+    """
+    process_index, process_count = _resolve_process(process_index, process_count)
+    if info.file_format == "tfrecord":
+        return _streamed_train_batches(
+            info, config, start_step, num_steps, process_index, process_count
+        )
     source = open_source(info, config.data.train_split)
     sampler = TrainSampler(len(source), config.batch_size, config.data.repeat, config.seed)
     make_batch = TrainBatches(source, sampler, config, process_index, process_count)
@@ -219,6 +249,61 @@ def train_iterator(
     else:
         iter_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     return iter(iter_ds)
+
+
+def _tf_records(
+    info: DatasetInfo,
+    split: str,
+    *,
+    shuffle_seed: int | None,
+    process_index: int,
+    process_count: int,
+):
+    """A split as a NumPy iterator over tf.data: files sharded over processes, optionally shuffled and repeated."""
+    import tensorflow as tf
+
+    if split not in info.split_sizes:
+        raise ValueError(
+            f"split {split!r} is not in the dataset at {info.data_dir}; it has {sorted(info.split_sizes)}"
+        )
+    builder = tfds.builder_from_directory(info.data_dir)
+    read_config = tfds.ReadConfig(
+        shuffle_seed=shuffle_seed,
+        input_context=tf.distribute.InputContext(
+            num_input_pipelines=process_count, input_pipeline_id=process_index
+        ),
+    )
+    dataset = builder.as_dataset(
+        split=split, shuffle_files=shuffle_seed is not None, read_config=read_config
+    )
+    if shuffle_seed is not None:
+        dataset = dataset.repeat().shuffle(4096, seed=shuffle_seed)
+    return iter(tfds.as_numpy(dataset.prefetch(tf.data.AUTOTUNE)))
+
+
+def _streamed_train_batches(info, config, start_step, num_steps, process_index, process_count):
+    """TFRecord training: a seeded shuffle buffer over this process's files, deterministic for a given seed
+    and process count; resume skips the clips of the steps already taken. Unlike the ArrayRecord path the
+    batches depend on the number of processes and the shuffle is only as wide as its buffer.
+    """
+    local = config.batch_size // process_count
+    records = _tf_records(
+        info,
+        config.data.train_split,
+        shuffle_seed=config.seed,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    for _ in range(start_step * local):
+        next(records)
+    for step in range(start_step, num_steps):
+        clips = []
+        for row in range(local):
+            sample = _as_sample(next(records), f"training example of step {step}")
+            clips.append(
+                _train_clip(sample, config.data, config.seed, step, process_index * local + row)
+            )
+        yield _stack(clips)
 
 
 def steps_per_epoch(info: DatasetInfo, config) -> int:
@@ -241,38 +326,43 @@ def eval_iterator(
     Every video yields num_test_clips deterministic views (PYSKL test mode). Padding rows repeat a real clip and are
     masked out of the metrics, so every batch has the same shape (no recompilation on the last one).
     """
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-    source = open_source(info, config.data.test_split)
-    n = len(source)
+    process_index, process_count = _resolve_process(process_index, process_count)
     global_batch = config.eval_batch_size
-    num_batches = -(-n // global_batch)
     rows = process_rows(global_batch, process_index, process_count)
-    data = config.data
+    n = info.split_sizes.get(config.data.test_split, 0)
+    num_batches = -(-n // global_batch)
+    if info.file_format == "tfrecord":
+        return _streamed_eval_batches(info, config, rows, num_batches)
+    source = open_source(info, config.data.test_split)
 
     def make_batch(batch_index: int) -> dict[str, np.ndarray]:
-        keypoints, scores, labels, mask = [], [], [], []
+        clips, mask = [], []
         for position in range(rows.start, rows.stop):
-            index = batch_index * global_batch + position
-            valid = index < n
-            sample = _as_sample(source[min(index, n - 1)], f"test example {min(index, n - 1)}")
-            out = pose_transforms.test_transform(
-                sample,
-                clip_len=data.clip_len,
-                num_clips=data.num_test_clips,
-                out_size=data.test_size,
-                num_persons=data.num_persons,
+            index = min(batch_index * global_batch + position, n - 1)
+            clips.append(
+                _test_clip(_as_sample(source[index], f"test example {index}"), config.data)
             )
-            keypoints.append(out["keypoint"])
-            scores.append(out["keypoint_score"])
-            labels.append(sample["label"])
-            mask.append(valid)
-        return {
-            "keypoint": np.stack(keypoints).astype(np.float32),
-            "keypoint_score": np.stack(scores).astype(np.float32),
-            "label": np.asarray(labels, np.int32),
-            "mask": np.asarray(mask, bool),
-        }
+            mask.append(batch_index * global_batch + position < n)
+        return _stack(clips, mask)
 
     dataset = grain.MapDataset.range(num_batches).map(make_batch)
     return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
+
+
+def _streamed_eval_batches(info, config, rows: slice, num_batches: int):
+    """TFRecord evaluation: every process reads the split in order and keeps its rows of each global batch."""
+    records = _tf_records(
+        info, config.data.test_split, shuffle_seed=None, process_index=0, process_count=1
+    )
+    last = None
+    for _ in range(num_batches):
+        global_rows = []
+        for _ in range(config.eval_batch_size):
+            record = next(records, None)
+            if record is not None:
+                last = _as_sample(record, "test example")
+            global_rows.append((last, record is not None))
+        mine = global_rows[rows]
+        yield _stack(
+            [_test_clip(sample, config.data) for sample, _ in mine], [valid for _, valid in mine]
+        )
