@@ -32,6 +32,26 @@ _CPU_COLLECTIVES = flags.DEFINE_string(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def quiet_library_info_logs() -> None:
+    """Keeps orbax's per-save chatter and clu's per-metric lines off the console (the progress bar, eval lines,
+    metrics.jsonl and TensorBoard carry them); their warnings and errors still show."""
+    import logging as py_logging
+
+    noisy = (
+        os.sep + "orbax" + os.sep,
+        os.sep + "clu" + os.sep,
+        os.sep + "tensorflow_datasets" + os.sep,
+    )
+
+    class _Filter(py_logging.Filter):
+        def filter(self, record):
+            return record.levelno >= py_logging.WARNING or not any(
+                n in record.pathname for n in noisy
+            )
+
+    logging.get_absl_handler().addFilter(_Filter())
+
+
 def _detected_cluster() -> bool:
     """Several SLURM tasks or several TPU VM workers: jax.distributed.initialize() finds the rest itself."""
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
@@ -84,6 +104,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    quiet_library_info_logs()
     import tensorflow as tf
 
     # tf.data / TFDS must not grab accelerator memory that JAX needs.
