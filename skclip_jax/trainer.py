@@ -61,14 +61,12 @@ class _Preemption:
 
 @dataclasses.dataclass
 class Experiment:
-    """Everything built once per run: data description, tokens, model, schedule, steps, state and shardings."""
+    """Everything built once per run: data description, tokens, compiled steps, state and shardings."""
 
     config: ml_collections.ConfigDict
     info: input_pipeline.DatasetInfo
     mesh: Any
     class_tokens: dict[str, jax.Array]
-    model: Any
-    schedule: Any
     steps_per_epoch: int
     total_steps: int
     state: train.TrainState
@@ -85,14 +83,18 @@ def every(config_value: int, steps_per_epoch: int) -> int:
     return config_value if config_value > 0 else steps_per_epoch
 
 
-def build_experiment(config: ml_collections.ConfigDict, rng_seed_offset: int = 0) -> Experiment:
+def build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool = True) -> Experiment:
+    """Data, tokens, model, optimizer, initial state and compiled steps.
+
+    load_pretrained=False skips reading the BERT checkpoint when a restored state will replace the weights anyway.
+    """
     try:
-        return _build_experiment(config, rng_seed_offset)
+        return _build_experiment(config, load_pretrained)
     except (ValueError, FileNotFoundError) as e:
         raise SetupError(str(e)) from e
 
 
-def _build_experiment(config: ml_collections.ConfigDict, rng_seed_offset: int) -> Experiment:
+def _build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool) -> Experiment:
     config_validation.validate_config(config)
     info = input_pipeline.load_dataset_info(config.data.data_dir, config.data.class_names_file)
     for split in (config.data.train_split, config.data.test_split):
@@ -123,7 +125,7 @@ def _build_experiment(config: ml_collections.ConfigDict, rng_seed_offset: int) -
         config.optim.lr, total_steps, warmup, config.optim.warmup_ratio, config.optim.min_lr
     )
     tx = train.make_optimizer(config, schedule)
-    rng = jax.random.key(config.seed + rng_seed_offset)
+    rng = jax.random.key(config.seed)
     state, state_shardings = train.create_train_state(
         model,
         tx,
@@ -133,7 +135,7 @@ def _build_experiment(config: ml_collections.ConfigDict, rng_seed_offset: int) -
         max_text_len=config.data.max_text_len,
         shard_params=config.shard_params,
     )
-    if config.model.text.regime != "random":
+    if load_pretrained and config.model.text.regime != "random":
         pretrained = text.load_checkpoint_params(bert_dir)
         params = dict(jax.device_get(state.params))
         params["text_encoder"], kept_random = text.graft_pretrained(
@@ -151,8 +153,6 @@ def _build_experiment(config: ml_collections.ConfigDict, rng_seed_offset: int) -
         info,
         mesh,
         class_tokens,
-        model,
-        schedule,
         steps_per_epoch,
         total_steps,
         state,
@@ -223,12 +223,13 @@ def _log_train_metrics(buffer, done: int, throughput: _Throughput, writer, bar) 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains to config.total_steps (or num_epochs), evaluating and checkpointing on the way; returns last eval."""
-    exp = build_experiment(config)
+    manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
+    resume = manager.latest_step() is not None
+    exp = build_experiment(config, load_pretrained=not resume)
     is_main = jax.process_index() == 0
     writer = metrics_io.MetricsWriter(workdir, enabled=is_main)
-    manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
     state, start_step = exp.state, 0
-    if manager.latest_step() is not None:
+    if resume:
         state, position = checkpointing.restore(
             manager, jax.eval_shape(lambda: exp.state), exp.state_shardings
         )
@@ -309,7 +310,7 @@ def evaluate_checkpoint(
         raise SetupError(
             f"no checkpoint in {checkpointing.checkpoint_dir(workdir)}; train first or pass --workdir of a run"
         )
-    exp = build_experiment(config)
+    exp = build_experiment(config, load_pretrained=False)
     state, position = checkpointing.restore(
         manager, jax.eval_shape(lambda: exp.state), exp.state_shardings, step
     )
