@@ -26,4 +26,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = variants.base_config("hmdb51", "data/hmdb51")
     config.data.train_split = "train1"
     config.data.test_split = "test1"
+    # The original's HMDB-51/UCF-101 WFI runs (`*-pacl.py`); `itm_recipe` selects its CSI runs' optimiser.
+    variants.pacl_recipe(config)
     return variants.apply_variants(config, arg, VARIANTS)

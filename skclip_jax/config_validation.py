@@ -167,12 +167,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     )
     one_of("model.text.regime", TEXT_REGIMES)
     check(
-        "model.text.lr_mult",
-        lambda v: _is_number(v) and v >= 0,
-        "must be >= 0",
-        "--config.model.text.lr_mult=0.01 (or model.text.regime=frozen to freeze BERT)",
-    )
-    check(
         "model.text.dropout",
         lambda v: _is_number(v) and 0 <= v < 1,
         "must lie in [0, 1)",
@@ -223,6 +217,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "must be > 0",
         "--config.optim.lr=1e-3",
     )
+    for group, example in (
+        ("video_lr_mult", "1.0"),
+        ("text_lr_mult", "0.01 (or model.text.regime=frozen to freeze BERT)"),
+        ("crossattn_lr_mult", "0.01"),
+        ("encoder_decay_mult", "0.9"),
+    ):
+        check(
+            f"optim.{group}",
+            lambda v: _is_number(v) and v >= 0,
+            "must be >= 0",
+            f"--config.optim.{group}={example}",
+        )
     check(
         "optim.weight_decay",
         lambda v: _is_number(v) and v >= 0,
@@ -256,6 +262,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     )
     positive_int("batch_size", 32)
     positive_int("eval_batch_size", 8)
+    check(
+        "model.contrastive_group_size",
+        lambda v: _is_int(v)
+        and (v == 0 or (v > 0 and _is_int(config.batch_size) and config.batch_size % v == 0)),
+        f"must be 0 (the whole batch) or a divisor of batch_size ({config.batch_size})",
+        "--config.model.contrastive_group_size=16 (the original's per-GPU batch) or 0",
+    )
     check(
         "total_steps",
         lambda v: _is_int(v) and v != 0,

@@ -17,14 +17,17 @@ def hardest_negatives(
     labels: jax.Array,
     mode: NegativeMode = "argmax",
     rng: jax.Array | None = None,
+    temperature: jax.Array | float = 1.0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Picks the most similar negative text per clip and negative clip per text (Eq. 1).
 
     Args:
       sim: [B, B] similarities, sim[i, j] between clip i and text j (text j is clip j's label prompt).
       labels: [B] integer labels; pairs with equal labels are never negatives.
-      mode: "argmax" (the paper) or "sample" (draw from softmax(sim) over the negatives, as the original code).
+      mode: "argmax" (the paper) or "sample" (draw from softmax(sim / temperature) over the negatives, as the
+        original code, which zeroes the positives of that softmax and draws with torch.multinomial).
       rng: PRNG key, required for "sample".
+      temperature: the SSM temperature; only "sample" uses it (cosines in [-1, 1] alone give a near-uniform draw).
 
     Returns:
       neg_text [B]: for clip i, the index j of its hardest negative text.
@@ -43,8 +46,9 @@ def hardest_negatives(
             raise ValueError("hardest_negatives(mode='sample') needs an rng key")
         text_key, video_key = jax.random.split(rng)
         # categorical of -inf everywhere is undefined; give such rows a harmless uniform row instead.
-        safe = jnp.where(has_negative[:, None], masked, 0.0)
-        safe_t = jnp.where(has_negative[None, :], masked, 0.0)
+        logits = masked / temperature
+        safe = jnp.where(has_negative[:, None], logits, 0.0)
+        safe_t = jnp.where(has_negative[None, :], logits, 0.0)
         neg_text = jax.random.categorical(text_key, safe, axis=1)
         neg_video = jax.random.categorical(video_key, safe_t, axis=0)
     else:

@@ -41,6 +41,7 @@ class StepOptions:
     csi_weight: float
     csi_negatives: str
     temperature_range: tuple[float, float]
+    group_size: int
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "StepOptions":
@@ -56,6 +57,7 @@ class StepOptions:
             csi_weight=config.model.csi_weight,
             csi_negatives=config.model.csi_negatives,
             temperature_range=tuple(config.model.temperature_range),
+            group_size=config.model.contrastive_group_size,
         )
 
 
@@ -79,20 +81,45 @@ def learning_rate_schedule(
     return schedule
 
 
-def param_group_labels(params, text_regime: str):
-    """'default' | 'text' | 'frozen' per leaf: BERT trains at a reduced rate, or not at all when frozen.
+# Optimiser parameter groups: the two encoders, BERT's new cross-attention layers, and everything else (the
+# joint-space projections, the fusion projection, the match head and the temperature), which trains at the base lr.
+PARAM_GROUPS = ("video", "text", "crossattn", "head")
 
-    BERT's cross-attention layers are new (no checkpoint has them) and randomly initialised, so they train at
-    the full rate like the other new layers; at BERT's x0.01 the fusion mode of CSI barely learns.
+
+def param_group_labels(params, text_regime: str):
+    """'video' | 'text' | 'crossattn' | 'head' | 'frozen' per leaf.
+
+    BERT's cross-attention layers are new (no checkpoint has them), so they are a group of their own
+    (`optim.crossattn_lr_mult`); `text_regime="frozen"` freezes BERT's pretrained weights but not them.
     """
 
     def label(path, _):
         names = [getattr(k, "key", str(k)) for k in path]
-        if names[0] != "text_encoder" or any("crossattention" in n for n in names):
-            return "default"
+        if names[0] == "video_encoder":
+            return "video"
+        if names[0] != "text_encoder":
+            return "head"
+        if any("crossattention" in n for n in names):
+            return "crossattn"
         return "frozen" if text_regime == "frozen" else "text"
 
     return jax.tree_util.tree_map_with_path(label, params)
+
+
+def group_multipliers(optim: ml_collections.ConfigDict) -> dict[str, tuple[float, float]]:
+    """(lr multiplier, weight-decay multiplier) of each group, from the `optim` fields.
+
+    As mmcv's `paramwise_cfg`: a group's lr is `optim.lr * lr_mult` and its decay `optim.weight_decay *
+    decay_mult`; the original trains the cross-attention layers as part of BERT (crossattn_lr_mult =
+    text_lr_mult) and decays both encoders with `encoder_decay_mult`.
+    """
+    decay = optim.encoder_decay_mult
+    return {
+        "video": (optim.video_lr_mult, decay),
+        "text": (optim.text_lr_mult, decay),
+        "crossattn": (optim.crossattn_lr_mult, decay),
+        "head": (1.0, 1.0),
+    }
 
 
 def _decay_mask(params):
@@ -102,28 +129,40 @@ def _decay_mask(params):
     )
 
 
+def gradient_clipping(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Global-norm clipping at `optim.clip_norm` over the trainable parameters only.
+
+    Frozen gradients are zeroed first, so, as PyTorch's `clip_grad_norm_` over the parameters that require
+    grad, a frozen BERT does not shrink the clip scale of everything else.
+    """
+    labels = functools.partial(param_group_labels, text_regime=config.model.text.regime)
+
+    def frozen_mask(params):
+        return jax.tree.map(lambda label: label == "frozen", labels(params))
+
+    return optax.chain(
+        optax.masked(optax.set_to_zero(), frozen_mask),
+        optax.clip_by_global_norm(config.optim.clip_norm),
+    )
+
+
 def make_optimizer(
     config: ml_collections.ConfigDict, schedule: optax.Schedule
 ) -> optax.GradientTransformation:
-    """AdamW + global-norm clipping, with the text encoder at lr * text.lr_mult (0.01) or frozen."""
+    """`gradient_clipping`, then AdamW per parameter group (`group_multipliers`); frozen leaves get no update."""
     optim = config.optim
+    labels = functools.partial(param_group_labels, text_regime=config.model.text.regime)
 
-    def adamw(mult):
+    def adamw(lr_mult, decay_mult):
         return optax.adamw(
-            lambda step: schedule(step) * mult, weight_decay=optim.weight_decay, mask=_decay_mask
+            lambda step: schedule(step) * lr_mult,
+            weight_decay=optim.weight_decay * decay_mult,
+            mask=_decay_mask,
         )
 
-    return optax.chain(
-        optax.clip_by_global_norm(optim.clip_norm),
-        optax.multi_transform(
-            {
-                "default": adamw(1.0),
-                "text": adamw(config.model.text.lr_mult),
-                "frozen": optax.set_to_zero(),
-            },
-            functools.partial(param_group_labels, text_regime=config.model.text.regime),
-        ),
-    )
+    transforms = {name: adamw(*mults) for name, mults in group_multipliers(optim).items()}
+    transforms["frozen"] = optax.set_to_zero()
+    return optax.chain(gradient_clipping(config), optax.multi_transform(transforms, labels))
 
 
 def create_train_state(
@@ -166,6 +205,77 @@ def render_volume(keypoint: jax.Array, score: jax.Array, size: int, opts: StepOp
     )
 
 
+def group_view(x: jax.Array, group_size: int) -> jax.Array:
+    """[B, ...] -> [G, g, ...] contrastive groups of consecutive rows (group_size 0: one group of all B)."""
+    g = group_size or x.shape[0]
+    return x.reshape((x.shape[0] // g, g) + x.shape[1:])
+
+
+def grouped_contrastive(
+    frames: jax.Array,
+    texts: jax.Array,
+    labels: jax.Array,
+    temperature: jax.Array,
+    rng: jax.Array,
+    opts: StepOptions,
+) -> dict[str, jax.Array]:
+    """SSM loss, in-group similarities and CSI negatives, each contrastive group on its own (vmapped).
+
+    The original trains on 2 GPUs x 16 clips and never gathers across GPUs, so its soft targets, its negative
+    pool and its single-label check see 16 clips; `opts.group_size` reproduces that for any mesh and batch.
+
+    Args:
+      frames: [B, T, E] joint-space frame features.
+      texts: [B, E] the batch's own prompts ("batch" targets) or [L, E] all class prompts ("all_classes").
+      labels: [B] integer labels.
+      temperature: scalar.
+      rng: key for sampled negatives.
+      opts: step options (activation, targets, negatives mode, group size).
+
+    Returns:
+      ssm: scalar loss (mean over groups; for "all_classes" the mean over clips, which groups do not change);
+      pair_sim: [G, g, g] in-group similarities; neg_text, neg_video: [B] global row indices of each clip's
+      negative text and each text's negative clip; has_negative: [B] bool.
+    """
+    group_labels = group_view(labels, opts.group_size)
+    num_groups, g = group_labels.shape
+    if opts.ssm_targets == "batch":
+        pair_sim = jax.vmap(functools.partial(wfi.pairwise_similarity, activation=opts.activation))(
+            group_view(frames, opts.group_size), group_view(texts, opts.group_size)
+        )  # [G, g, g]
+        ssm = jnp.mean(
+            jax.vmap(losses.ssm_loss, in_axes=(0, 0, None))(pair_sim, group_labels, temperature)
+        )
+    elif opts.ssm_targets == "all_classes":
+        class_sim = wfi.pairwise_similarity(frames, texts, opts.activation)  # [B, L]
+        ssm = losses.ssm_loss_all_classes(class_sim, labels, temperature)
+        # In-group text j is class group_labels[j]: its column of the class similarities.
+        pair_sim = jax.vmap(lambda sim, lab: sim[:, lab])(
+            group_view(class_sim, opts.group_size), group_labels
+        )
+    else:
+        raise ValueError(
+            f"model.ssm_targets must be 'batch' or 'all_classes', got {opts.ssm_targets!r}"
+        )
+    def negatives(sim, group_labels, key, temperature):
+        return csi.hardest_negatives(sim, group_labels, opts.csi_negatives, key, temperature)
+
+    neg_text, neg_video, has_negative = jax.vmap(negatives, in_axes=(0, 0, 0, None))(
+        jax.lax.stop_gradient(pair_sim),
+        group_labels,
+        jax.random.split(rng, num_groups),
+        jax.lax.stop_gradient(temperature),
+    )
+    offset = (jnp.arange(num_groups, dtype=jnp.int32) * g)[:, None]
+    return {
+        "ssm": ssm,
+        "pair_sim": pair_sim,
+        "neg_text": (neg_text + offset).reshape(-1),
+        "neg_video": (neg_video + offset).reshape(-1),
+        "has_negative": has_negative.reshape(-1),
+    }
+
+
 def compute_losses(
     params,
     batch_stats,
@@ -194,31 +304,22 @@ def compute_losses(
     mask = class_tokens["attention_mask"][labels]
     temperature = jnp.clip(params["temperature"], *opts.temperature_range)
 
-    if opts.ssm_targets == "batch":
-        texts = apply_text(ids, mask, True, method=skclip.SkeletonCLIP.encode_text)
-        pair_sim = wfi.pairwise_similarity(frames, texts, opts.activation)  # [B, B]
-        ssm = losses.ssm_loss(pair_sim, labels, temperature)
-    elif opts.ssm_targets == "all_classes":
-        class_texts = apply_text(
+    if opts.ssm_targets == "all_classes":
+        texts = apply_text(
             class_tokens["input_ids"],
             class_tokens["attention_mask"],
             True,
             method=skclip.SkeletonCLIP.encode_text,
         )
-        class_sim = wfi.pairwise_similarity(frames, class_texts, opts.activation)  # [B, L]
-        ssm = losses.ssm_loss_all_classes(class_sim, labels, temperature)
-        pair_sim = class_sim[:, labels]  # text j of the batch is class labels[j].
     else:
-        raise ValueError(
-            f"model.ssm_targets must be 'batch' or 'all_classes', got {opts.ssm_targets!r}"
-        )
+        texts = apply_text(ids, mask, True, method=skclip.SkeletonCLIP.encode_text)
+    out = grouped_contrastive(frames, texts, labels, temperature, negative_rng, opts)
+    ssm = out["ssm"]
 
     metrics = {"ssm_loss": ssm, "temperature": temperature}
     loss = ssm
     if opts.csi:
-        neg_text, neg_video, has_negative = csi.hardest_negatives(
-            jax.lax.stop_gradient(pair_sim), labels, opts.csi_negatives, negative_rng
-        )
+        neg_text, neg_video, has_negative = out["neg_text"], out["neg_video"], out["has_negative"]
         pair_ids = jnp.concatenate([ids, ids[neg_text], ids])
         pair_mask = jnp.concatenate([mask, mask[neg_text], mask])
         pair_tokens = jnp.concatenate([video_tokens, video_tokens, video_tokens[neg_video]])
@@ -240,10 +341,10 @@ def compute_losses(
             )
         )
     metrics["loss"] = loss
-    # Batch retrieval accuracy: does clip i's most similar text carry its label?
-    metrics["train_accuracy"] = jnp.mean(
-        (labels[jnp.argmax(pair_sim, axis=1)] == labels).astype(jnp.float32)
-    )
+    # In-group retrieval accuracy: does clip i's most similar text of its group carry its label?
+    group_labels = group_view(labels, opts.group_size)
+    retrieved = jnp.take_along_axis(group_labels, jnp.argmax(out["pair_sim"], axis=2), axis=1)
+    metrics["train_accuracy"] = jnp.mean((retrieved == group_labels).astype(jnp.float32))
     return loss, (metrics, mutated["batch_stats"])
 
 

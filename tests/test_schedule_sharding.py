@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import default
 from skclip_jax import sharding, train
 
 
@@ -30,30 +31,88 @@ def test_schedule_matches_mmcv_formula():
     assert float(schedule(0)) == pytest.approx(1e-4)  # warm-up starts at ratio * lr.
 
 
-def test_text_encoder_gets_its_learning_rate_multiplier():
-    params = {
-        "text_encoder": {"w": np.ones(3)},
-        "frame_proj": {"w": np.ones(3)},
+def toy_params():
+    return {
+        "video_encoder": {"w": np.full(3, 2.0, np.float32)},
+        "text_encoder": {
+            "layer": {
+                "attention": {"w": np.full(3, -1.0, np.float32)},
+                "crossattention": {"w": np.full(3, 0.5, np.float32)},
+            }
+        },
+        "frame_proj": {"w": np.full(3, 3.0, np.float32)},
         "temperature": np.float32(0.07),
     }
-    labels = train.param_group_labels(params, "finetune")
+
+
+def test_parameter_groups():
+    labels = train.param_group_labels(toy_params(), "finetune")
     assert labels == {
-        "text_encoder": {"w": "text"},
-        "frame_proj": {"w": "default"},
-        "temperature": "default",
+        "video_encoder": {"w": "video"},
+        "text_encoder": {"layer": {"attention": {"w": "text"}, "crossattention": {"w": "crossattn"}}},
+        "frame_proj": {"w": "head"},
+        "temperature": "head",
     }
-    frozen = train.param_group_labels(
-        {"text_encoder": {"layer": {"crossattention": {"w": 1}, "attention": {"w": 1}}}}, "frozen"
-    )
+    frozen = train.param_group_labels(toy_params(), "frozen")
+    # BERT's pretrained weights freeze; its new cross-attention layers keep training.
     assert frozen["text_encoder"]["layer"] == {
-        "crossattention": {"w": "default"},  # new layers train at the full rate.
         "attention": {"w": "frozen"},
+        "crossattention": {"w": "crossattn"},
     }
-    finetune = train.param_group_labels(
-        {"text_encoder": {"layer": {"crossattention": {"w": 1}, "attention": {"w": 1}}}}, "finetune"
+
+
+def optimizer_config(**optim):
+    config = default.get_config()
+    config.optim.clip_norm = 1e6
+    for key, value in optim.items():
+        setattr(config.optim, key, value)
+    return config
+
+
+def one_update(config, grads, regime="finetune"):
+    config.model.text.regime = regime
+    tx = train.make_optimizer(config, lambda step: config.optim.lr)
+    params = toy_params()
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return params, updates
+
+
+def test_each_group_gets_its_lr_and_weight_decay_as_hand_computed_adamw():
+    config = optimizer_config(
+        lr=0.1, weight_decay=0.5, video_lr_mult=3.0, text_lr_mult=0.2, crossattn_lr_mult=0.7,
+        encoder_decay_mult=0.4,
     )
-    assert finetune["text_encoder"]["layer"]["crossattention"] == {"w": "default"}
-    assert finetune["text_encoder"]["layer"]["attention"] == {"w": "text"}
+    grads = jax.tree.map(lambda p: np.full(np.shape(p), 0.25, np.float32), toy_params())
+    params, updates = one_update(config, grads)
+    # AdamW's first step: the bias-corrected moments give g / (|g| + eps) = 1 for these gradients; the
+    # decoupled decay adds wd * p, and both are scaled by the group's lr.
+    def expected(p, lr, wd):
+        return -lr * (1.0 + wd * p)
+
+    np.testing.assert_allclose(updates["video_encoder"]["w"], expected(2.0, 0.3, 0.2), rtol=1e-5)
+    layer = updates["text_encoder"]["layer"]
+    np.testing.assert_allclose(layer["attention"]["w"], expected(-1.0, 0.02, 0.2), rtol=1e-5)
+    np.testing.assert_allclose(layer["crossattention"]["w"], expected(0.5, 0.07, 0.2), rtol=1e-5)
+    np.testing.assert_allclose(updates["frame_proj"]["w"], expected(3.0, 0.1, 0.5), rtol=1e-5)
+    # The temperature is a scale: no weight decay.
+    np.testing.assert_allclose(updates["temperature"], -0.1, rtol=1e-5)
+
+
+def test_frozen_bert_gets_no_update_and_does_not_count_in_clipping():
+    grads = jax.tree.map(lambda p: np.full(np.shape(p), 0.25, np.float32), toy_params())
+    grads["text_encoder"]["layer"]["attention"]["w"] = np.full(3, 1e4, np.float32)  # frozen.
+    config = optimizer_config(lr=0.1, clip_norm=0.5)
+    _, updates = one_update(config, grads, regime="frozen")
+    np.testing.assert_array_equal(updates["text_encoder"]["layer"]["attention"]["w"], 0.0)
+    # The clipped gradients: 10 trainable entries of 0.25 (norm 0.79) are scaled to norm 0.5; a norm that
+    # counted the frozen 1e4s would scale them by ~3e-5 instead.
+    params = toy_params()
+    clip = train.gradient_clipping(config)
+    clipped, _ = clip.update(grads, clip.init(params), params)
+    np.testing.assert_array_equal(clipped["text_encoder"]["layer"]["attention"]["w"], 0.0)
+    scale = 0.5 / (0.25 * np.sqrt(10))
+    np.testing.assert_allclose(clipped["video_encoder"]["w"], 0.25 * scale, rtol=1e-5)
+    np.testing.assert_allclose(clipped["temperature"], 0.25 * scale, rtol=1e-5)
 
 
 def test_resolve_mesh_shape():

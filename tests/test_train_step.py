@@ -24,7 +24,9 @@ def tiny_config(**model_overrides):
     config.model.embed_dim = 16
     config.model.text.dropout = 0.0
     # A random tiny BERT must learn to tell the prompts apart; at the pretrained-BERT rate (x0.01) it barely moves.
-    config.model.text.lr_mult = 1.0
+    config.optim.text_lr_mult = 1.0
+    config.optim.crossattn_lr_mult = 1.0
+    config.model.contrastive_group_size = 0
     config.optim.lr = 3e-3
     for key, value in model_overrides.items():
         setattr(config.model, key, value)

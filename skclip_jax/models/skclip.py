@@ -44,7 +44,7 @@ class SkeletonCLIP(nn.Module):
       bert_config: a transformers BertConfig with add_cross_attention=True and the [ENC]/[DEC]-enlarged vocab.
       enc_token_id: id of the added [ENC] token that replaces [CLS] in fusion mode.
       embed_dim: joint-space width (256 in the paper).
-      mapping: joint-space projection of frames and texts (Table 1).
+      mapping: joint-space projection of the frames (Table 1); the text projection is linear, as the original's.
       init_temperature: initial SSM temperature (0.07).
       dtype: compute dtype; parameters stay float32.
     """
@@ -60,8 +60,11 @@ class SkeletonCLIP(nn.Module):
     def setup(self):
         self.video_encoder = slowonly.SlowOnly(**self.slowonly_kwargs, dtype=self.dtype)
         self.text_encoder = text.TextEncoder(config=self.bert_config, dtype=self.dtype)
-        self.frame_proj = JointProjection(self.embed_dim, self.mapping, self.dtype)
-        self.text_proj = JointProjection(self.embed_dim, self.mapping, self.dtype)
+        # The joint-space projections compute in float32 whatever `dtype` is (they are tiny): WFI weights,
+        # similarities and CSI mining divide by the temperature, where bfloat16's 8-bit mantissa would quantise
+        # the logits by up to ~0.4.
+        self.frame_proj = JointProjection(self.embed_dim, self.mapping, jnp.float32)
+        self.text_proj = JointProjection(self.embed_dim, "linear", jnp.float32)
         # Frames enter BERT's cross-attention at BERT's width (the original's 512 -> 768 Linear).
         self.fusion_proj = nn.Dense(self.bert_config.hidden_size, dtype=self.dtype)
         self.match_head = nn.Dense(2, dtype=self.dtype)
@@ -70,17 +73,17 @@ class SkeletonCLIP(nn.Module):
         )
 
     def encode_video(self, volume: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
-        """Heatmap volumes [B, T, H, W, K] -> (joint-space frames [B, T', E], fusion tokens [B, T', H_bert])."""
+        """Heatmap volumes [B, T, H, W, K] -> (joint-space frames [B, T', E] float32, fusion tokens [B, T', H_bert])."""
         feature_map = self.video_encoder(volume.astype(self.dtype), train=train)
         frames = jnp.mean(feature_map, axis=(2, 3))  # spatial mean per time step.
-        return self.frame_proj(frames), self.fusion_proj(frames)
+        return self.frame_proj(frames.astype(jnp.float32)), self.fusion_proj(frames)
 
     def encode_text(
         self, input_ids: jax.Array, attention_mask: jax.Array, train: bool
     ) -> jax.Array:
-        """Prompt tokens [N, S] ([CLS] first) -> joint-space text features [N, E]."""
+        """Prompt tokens [N, S] ([CLS] first) -> joint-space text features [N, E] float32."""
         cls = self.text_encoder(input_ids, attention_mask, deterministic=not train)
-        return self.text_proj(cls)
+        return self.text_proj(cls.astype(jnp.float32))
 
     def match_logits(
         self,
