@@ -178,7 +178,9 @@ ABLATIONS: dict[str, Variant] = {
         "the original code's last variant: all-class targets, sigmoid WFI, residual video mapping, no CSI",
     ),
     "itm_recipe": Variant(
-        itm_recipe, "recipe", "optimiser of the original's NTU-60 and CSI runs (lr 1e-3, BERT x0.01)"
+        itm_recipe,
+        "recipe",
+        "optimiser of the original's NTU-60 and CSI runs (lr 1e-3, BERT x0.01)",
     ),
     "pacl_recipe": Variant(
         pacl_recipe,

@@ -28,10 +28,17 @@ def _series(
     return np.asarray(steps), np.asarray(values, dtype=float)
 
 
+# CSI scores one matched and two mismatched pairs per clip: a head that always says "no match" is right 2/3 of the
+# time, so csi_accuracy at 0.667 means the match task has learned nothing yet.
+CSI_PRIOR = 2.0 / 3.0
+
+
 def plot_loss(records: Sequence[dict[str, Any]], path: str) -> bool:
-    """Total, SSM and CSI training losses over steps; returns False (and writes nothing) without data."""
-    fig = Figure(figsize=(7, 4.2), layout="constrained")
-    ax = fig.subplots()
+    """Training losses, and (when CSI is on) csi_accuracy against its prior; False (nothing written) without data."""
+    csi_steps, csi_acc = _series(records, "train", "csi_accuracy")
+    fig = Figure(figsize=(7, 6.8 if csi_steps.size else 4.2), layout="constrained")
+    axes = fig.subplots(2 if csi_steps.size else 1, 1, squeeze=False)[:, 0]
+    ax = axes[0]
     plotted = False
     for key in LOSS_KEYS:
         steps, values = _series(records, "train", key)
@@ -48,6 +55,18 @@ def plot_loss(records: Sequence[dict[str, Any]], path: str) -> bool:
     ax.set_title("Training losses")
     ax.grid(alpha=0.3)
     ax.legend()
+    if csi_steps.size:
+        ax = axes[1]
+        ax.plot(csi_steps, csi_acc, label="csi_accuracy", color="C2", linewidth=1.2)
+        ax.axhline(
+            CSI_PRIOR, color="gray", linestyle="--", linewidth=1.0, label='prior ("no match")'
+        )
+        ax.set_xlabel("step")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0.0, 1.02)
+        ax.set_title("CSI match accuracy (1 matched + 2 hardest mismatched pairs per clip)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
     fig.savefig(path, dpi=120)
     return True
 

@@ -257,6 +257,7 @@ def grouped_contrastive(
         raise ValueError(
             f"model.ssm_targets must be 'batch' or 'all_classes', got {opts.ssm_targets!r}"
         )
+
     def negatives(sim, group_labels, key, temperature):
         return csi.hardest_negatives(sim, group_labels, opts.csi_negatives, key, temperature)
 

@@ -211,14 +211,15 @@ class _Throughput:
         return rate
 
 
-def _log_train_metrics(buffer, done: int, throughput: _Throughput, writer, bar) -> None:
-    """Fetches the buffered step metrics (NaN guard included) and logs their mean at step `done`."""
+def _log_train_metrics(buffer, done: int, throughput: _Throughput, writer, bar) -> float:
+    """Fetches the buffered step metrics (NaN guard included), logs their mean at step `done`; returns clips/s."""
     rows = _fetch_train_metrics(buffer)
     values = {k: float(np.mean([r[k] for _, r in rows])) for k in rows[-1][1]}
     values["learning_rate"] = rows[-1][1]["learning_rate"]
     values["clips_per_sec"] = throughput.clips_per_sec()
     writer.write(done, values, kind="train")
     bar.set_postfix(loss=f"{values['loss']:.4f}", clips_s=f"{values['clips_per_sec']:.1f}")
+    return values["clips_per_sec"]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -229,11 +230,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     is_main = jax.process_index() == 0
     writer = metrics_io.MetricsWriter(workdir, enabled=is_main)
     state, start_step = exp.state, 0
+    # The paper reports the best per-epoch validation top-1 (mmcv save_best); it rides in the checkpoint's
+    # position so that every process, and a resumed run, knows it.
+    best_top1 = -math.inf
     if resume:
         state, position = checkpointing.restore(
             manager, jax.eval_shape(lambda: exp.state), exp.state_shardings
         )
         start_step = int(position["step"])
+        best_top1 = float(position.get("best_top1", -math.inf))
         logging.info("Resuming at step %d", start_step)
     if is_main:
         writer.truncate_after(start_step)
@@ -243,18 +248,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     eval_every = every(config.eval_every_steps, exp.steps_per_epoch)
     ckpt_every = every(config.checkpoint_every_steps, exp.steps_per_epoch)
     base_rng = jax.random.key(config.seed)
-    logging.info(
-        "Training %d steps (%d per epoch), global batch %d on %d devices, mesh %s",
-        exp.total_steps,
-        exp.steps_per_epoch,
-        config.batch_size,
-        jax.device_count(),
-        dict(exp.mesh.shape),
+    train_clips = exp.info.split_sizes[config.data.train_split]
+    plan = (
+        f"Plan: {exp.total_steps} steps of {config.batch_size} clips = "
+        f"{exp.total_steps * config.batch_size / max(train_clips, 1):.1f} passes over the "
+        f"{train_clips} clips of split {config.data.train_split!r} ({exp.steps_per_epoch} steps an epoch "
+        f"with repeat {config.data.repeat}); evaluation every {eval_every} steps; "
+        f"{jax.device_count()} devices, mesh {dict(exp.mesh.shape)}"
     )
+    logging.info(plan)
+    if is_main and start_step < exp.total_steps:
+        print(plan, flush=True)
     batches = input_pipeline.train_iterator(exp.info, config, start_step, exp.total_steps)
     buffer: list[tuple[int, dict]] = []
     last_eval: dict[str, float] = {}
     throughput = _Throughput(config.batch_size)
+    estimated = False
     bar = tqdm(total=exp.total_steps, initial=start_step, disable=not is_main, unit="step")
     try:
         with _Preemption() as preemption:
@@ -270,11 +279,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 want_eval = done % eval_every == 0 or done == exp.total_steps
                 want_ckpt = want_eval or stop or done % ckpt_every == 0
                 if want_ckpt or done % log_every == 0:
-                    _log_train_metrics(buffer, done, throughput, writer, bar)  # NaN guard first.
+                    # NaN guard first.
+                    rate = _log_train_metrics(buffer, done, throughput, writer, bar)
                     buffer = []
+                    if not estimated and done - start_step > 1 and rate > 0:
+                        # The first window includes compilation; the second one is the steady rate.
+                        if done - start_step >= 2 * log_every:
+                            estimated = True
+                            minutes = (exp.total_steps - done) * config.batch_size / rate / 60
+                            bar.write(
+                                f"Expected training time left: {minutes:.1f} min at {rate:.1f} "
+                                "clips/s (evaluations not included)"
+                            )
                 eval_metrics = None
                 if want_eval:
                     eval_metrics, confusion = run_evaluation(exp, state)
+                    best_top1 = max(best_top1, eval_metrics["top1"])
+                    eval_metrics["best_top1"] = best_top1
                     last_eval = eval_metrics
                     writer.write(done, eval_metrics, kind="eval")
                     bar.write(
@@ -285,9 +306,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         plots.write_all_plots(workdir, confusion, exp.info.class_names)
                     throughput.restart()
                 if want_ckpt:
-                    checkpointing.save(
-                        manager, done, state, {"step": done, "seed": config.seed}, eval_metrics
-                    )
+                    position = {"step": done, "seed": config.seed}
+                    if math.isfinite(best_top1):
+                        position["best_top1"] = best_top1
+                    checkpointing.save(manager, done, state, position, eval_metrics)
                 if stop:
                     manager.wait_until_finished()
                     logging.warning("Preempted: checkpoint of step %d saved; exiting.", done)
@@ -298,6 +320,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         manager.wait_until_finished()
         manager.close()
         writer.close()
+    if last_eval:
+        logging.info(
+            "Last evaluation: top-1 %.4f; best top-1 %.4f (the best over evaluations, the paper's "
+            "figure); mean class accuracy %.4f",
+            last_eval["top1"],
+            last_eval["best_top1"],
+            last_eval["mean_class_accuracy"],
+        )
     return last_eval
 
 
