@@ -11,6 +11,7 @@ from typing import Any
 import ml_collections
 
 MAPPINGS = ("linear", "residual")
+MATCH_HEADS = ("linear", "mlp")
 ACTIVATIONS = ("softmax", "sigmoid", "mean")
 TEXT_REGIMES = ("finetune", "frozen", "random")
 SSM_TARGETS = ("batch", "all_classes")
@@ -177,6 +178,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     one_of("model.activation", ACTIVATIONS)
     one_of("model.ssm_targets", SSM_TARGETS)
     one_of("model.csi_negatives", CSI_NEGATIVES)
+    one_of("model.match_head", MATCH_HEADS)
     one_of("model.dtype", DTYPES)
     check(
         "model.csi",

@@ -487,5 +487,6 @@ def build_model(
         embed_dim=config.model.embed_dim,
         mapping=config.model.mapping,
         init_temperature=config.model.init_temperature,
+        match_head_kind=config.model.match_head,
         dtype=cast_dtype(config.model.dtype),
     )

@@ -36,6 +36,26 @@ class JointProjection(nn.Module):
         raise ValueError(f"mapping must be 'linear' or 'residual', got {self.mapping!r}")
 
 
+class MatchHead(nn.Module):
+    """CSI's match/no-match classifier on the fused [ENC] state: `linear` (the paper's) or `mlp`.
+
+    `mlp` (Dense -> GELU -> Dense) can form the product of the text and clip evidence in [ENC] by itself; a
+    linear head needs BERT's own layers to form it, which at BERT's x0.01 learning rate takes thousands of steps.
+    """
+
+    kind: str = "linear"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.kind == "linear":
+            return nn.Dense(2, dtype=self.dtype, name="linear")(x)
+        if self.kind == "mlp":
+            h = nn.gelu(nn.Dense(x.shape[-1], dtype=self.dtype, name="hidden")(x), approximate=False)
+            return nn.Dense(2, dtype=self.dtype, name="out")(h)
+        raise ValueError(f"match_head must be 'linear' or 'mlp', got {self.kind!r}")
+
+
 class SkeletonCLIP(nn.Module):
     """Video tower (SlowOnly over heatmap volumes) and text tower (BERT), with a BERT fusion mode for CSI.
 
@@ -55,6 +75,7 @@ class SkeletonCLIP(nn.Module):
     embed_dim: int = 256
     mapping: Mapping = "linear"
     init_temperature: float = 0.07
+    match_head_kind: str = "linear"
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -67,7 +88,7 @@ class SkeletonCLIP(nn.Module):
         self.text_proj = JointProjection(self.embed_dim, "linear", jnp.float32)
         # Frames enter BERT's cross-attention at BERT's width (the original's 512 -> 768 Linear).
         self.fusion_proj = nn.Dense(self.bert_config.hidden_size, dtype=self.dtype)
-        self.match_head = nn.Dense(2, dtype=self.dtype)
+        self.match_head = MatchHead(self.match_head_kind, dtype=self.dtype)
         self.temperature = self.param(
             "temperature", nn.initializers.constant(self.init_temperature), (), jnp.float32
         )
