@@ -11,7 +11,11 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Training configuration file (configs/*.py[:variants]).", lock_config=True
+    "config",
+    None,
+    "Training configuration file (configs/*.py[:variants]). Default with --mode=eval: the config the "
+    "run saved in WORKDIR/config.json.",
+    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
 _MODE = flags.DEFINE_enum(
@@ -29,7 +33,7 @@ _CPU_COLLECTIVES = flags.DEFINE_string(
     "cpu_collectives", "gloo", "CPU collectives for multi-process CPU runs (gloo)."
 )
 
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def quiet_library_info_logs() -> None:
@@ -99,6 +103,17 @@ def ensure_demo_data(config) -> None:
         multihost_utils.sync_global_devices("synthetic data ready")
 
 
+def save_run_config(config, workdir: str) -> None:
+    """WORKDIR/config.json and class_names.txt, so `--mode=eval` and `predict` need only the workdir."""
+    from skclip_jax import input_pipeline, run_config, trainer
+
+    try:
+        info = input_pipeline.load_dataset_info(config.data.data_dir, config.data.class_names_file)
+    except (ValueError, FileNotFoundError) as e:
+        raise trainer.SetupError(str(e)) from e
+    run_config.save(workdir, config, info.class_names)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -113,9 +128,17 @@ def main(argv):
 
     import jax
 
-    from skclip_jax import trainer
+    from skclip_jax import run_config, trainer
 
     config = _CONFIG.value
+    if config is None:
+        if _MODE.value == "train":
+            raise app.UsageError("--config is required to train")
+        try:
+            config = run_config.load(_WORKDIR.value)
+        except run_config.RunConfigError as e:
+            print(f"skclip_jax: error: {e}", file=sys.stderr, flush=True)
+            sys.exit(1)
     logging.info(
         "JAX process %d/%d, %d local devices (%s)",
         jax.process_index(),
@@ -126,6 +149,8 @@ def main(argv):
     try:
         ensure_demo_data(config)
         os.makedirs(_WORKDIR.value, exist_ok=True)
+        if _MODE.value == "train" and jax.process_index() == 0:
+            save_run_config(config, _WORKDIR.value)
         if _MODE.value == "train":
             result = trainer.train_and_evaluate(config, _WORKDIR.value)
         else:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from skclip_jax import (
     checkpointing,
+    class_texts,
     config_validation,
     evaluators,
     input_pipeline,
@@ -72,6 +73,10 @@ class Experiment:
     state: train.TrainState
     state_shardings: Any
     steps: train.CompiledSteps
+    # Zero-shot runs (data.unseen_classes): the held-out classes, and the seen classes' tokens that
+    # training uses (its labels count the seen classes only); evaluation uses class_tokens (all).
+    unseen: tuple[int, ...] = ()
+    train_class_tokens: dict[str, jax.Array] | None = None
 
 
 def total_steps_of(config, steps_per_epoch: int) -> int:
@@ -110,15 +115,36 @@ def _build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool) 
 
     bert_dir = text.resolve_bert_dir(config.model.text.bert_dir)
     tokenizer, enc_token_id = text.load_tokenizer(bert_dir)
-    prompts = input_pipeline.prompts(info.class_names, config.data.prompt_template)
-    tokens = text.tokenize(tokenizer, prompts, config.data.max_text_len)
-    class_tokens = jax.device_put(
-        {k: jnp.asarray(v) for k, v in tokens.items()}, sharding.replicated(mesh)
-    )
+    texts = class_texts.texts_from_config(config.data, info.class_names)
+    truncated = class_texts.count_truncated(tokenizer, texts, config.data.max_text_len)
+    if truncated:
+        logging.warning(
+            "%d class texts are longer than data.max_text_len=%d tokens and are cut",
+            truncated,
+            config.data.max_text_len,
+        )
+    tokens = class_texts.tokenize_class_texts(tokenizer, texts, config.data.max_text_len)
+    unseen = class_texts.resolve_classes(config.data.get("unseen_classes", ()), info.class_names)
+
+    def to_device(tokens):
+        return jax.device_put(
+            {k: jnp.asarray(v) for k, v in tokens.items()}, sharding.replicated(mesh)
+        )
+
+    class_tokens = to_device(tokens)
+    train_class_tokens = None
+    if unseen:
+        seen = input_pipeline.seen_classes(info.num_classes, unseen)
+        train_class_tokens = to_device(class_texts.select_classes(tokens, seen))
+        logging.info(
+            "Zero-shot run: %d unseen classes held out of training (%s)",
+            len(unseen),
+            ", ".join(info.class_names[c] for c in unseen),
+        )
     bert_config = text.bert_config(bert_dir, len(tokenizer), config.model.text.dropout)
     model = train.build_model(config, bert_config, enc_token_id)
 
-    steps_per_epoch = input_pipeline.steps_per_epoch(info, config)
+    steps_per_epoch = input_pipeline.steps_per_epoch(info, config, unseen)
     total_steps = total_steps_of(config, steps_per_epoch)
     warmup = int(round(config.optim.warmup_epochs * steps_per_epoch))
     schedule = train.learning_rate_schedule(
@@ -158,13 +184,15 @@ def _build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool) 
         state,
         state_shardings,
         steps,
+        unseen,
+        train_class_tokens,
     )
 
 
 def run_evaluation(exp: Experiment, state: train.TrainState) -> tuple[dict[str, float], np.ndarray]:
     """Top-1, top-5 and mean class accuracy over the whole test split; returns (metrics, confusion matrix)."""
     class_feats = exp.steps.encode_classes(state, exp.class_tokens)
-    probs, labels = [], []
+    probs, labels, view_logits = [], [], []
     for local in input_pipeline.eval_iterator(exp.info, exp.config):
         out = jax.device_get(
             exp.steps.eval(state, sharding.make_global_batch(exp.mesh, local), class_feats)
@@ -172,8 +200,14 @@ def run_evaluation(exp: Experiment, state: train.TrainState) -> tuple[dict[str, 
         keep = np.asarray(out["mask"], bool)
         probs.append(np.asarray(out["probs"])[keep])
         labels.append(np.asarray(out["label"])[keep])
+        if exp.unseen:
+            view_logits.append(np.asarray(out["logits"])[keep])
     probs, labels = np.concatenate(probs), np.concatenate(labels)
     metrics = evaluators.classification_metrics(probs, labels)
+    if exp.unseen:
+        metrics.update(
+            evaluators.zero_shot_metrics(np.concatenate(view_logits), labels, exp.unseen)
+        )
     confusion = evaluators.confusion_matrix(probs.argmax(-1), labels, exp.info.num_classes)
     return {k: float(v) for k, v in metrics.items()}, confusion
 
@@ -251,7 +285,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         jax.device_count(),
         dict(exp.mesh.shape),
     )
-    batches = input_pipeline.train_iterator(exp.info, config, start_step, exp.total_steps)
+    batches = input_pipeline.train_iterator(
+        exp.info, config, start_step, exp.total_steps, unseen=exp.unseen
+    )
+    train_tokens = exp.class_tokens if exp.train_class_tokens is None else exp.train_class_tokens
     buffer: list[tuple[int, dict]] = []
     last_eval: dict[str, float] = {}
     throughput = _Throughput(config.batch_size)
@@ -260,7 +297,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         with _Preemption() as preemption:
             for step in range(start_step, exp.total_steps):
                 batch = sharding.make_global_batch(exp.mesh, next(batches))
-                state, metrics = exp.steps.train(state, batch, exp.class_tokens, base_rng)
+                state, metrics = exp.steps.train(state, batch, train_tokens, base_rng)
                 done = step + 1
                 buffer.append((done, metrics))
                 throughput.steps += 1
@@ -286,7 +323,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     throughput.restart()
                 if want_ckpt:
                     checkpointing.save(
-                        manager, done, state, {"step": done, "seed": config.seed}, eval_metrics
+                        manager,
+                        done,
+                        state,
+                        {"step": done, "seed": config.seed},
+                        evaluators.checkpoint_metrics(eval_metrics),
                     )
                 if stop:
                     manager.wait_until_finished()
