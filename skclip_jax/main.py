@@ -103,17 +103,6 @@ def ensure_demo_data(config) -> None:
         multihost_utils.sync_global_devices("synthetic data ready")
 
 
-def save_run_config(config, workdir: str) -> None:
-    """WORKDIR/config.json and class_names.txt, so `--mode=eval` and `predict` need only the workdir."""
-    from skclip_jax import input_pipeline, run_config, trainer
-
-    try:
-        info = input_pipeline.load_dataset_info(config.data.data_dir, config.data.class_names_file)
-    except (ValueError, FileNotFoundError) as e:
-        raise trainer.SetupError(str(e)) from e
-    run_config.save(workdir, config, info.class_names)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -149,8 +138,6 @@ def main(argv):
     try:
         ensure_demo_data(config)
         os.makedirs(_WORKDIR.value, exist_ok=True)
-        if _MODE.value == "train" and jax.process_index() == 0:
-            save_run_config(config, _WORKDIR.value)
         if _MODE.value == "train":
             result = trainer.train_and_evaluate(config, _WORKDIR.value)
         else:

@@ -1,6 +1,6 @@
 """The resolved config and class list a run writes into its workdir, so the workdir alone is enough to use it.
 
-`python -m skclip_jax.main` (train) writes WORKDIR/config.json (every field after variants and command-line
+A training run (`trainer.train_and_evaluate`, once its setup has succeeded) writes WORKDIR/config.json (every field after variants and command-line
 overrides) and WORKDIR/class_names.txt (the dataset's classes, label order); `--mode=eval` and
 `python -m skclip_jax.predict` read them when no `--config` is given. Both files are written atomically.
 """

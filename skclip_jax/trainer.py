@@ -26,6 +26,7 @@ from skclip_jax import (
     input_pipeline,
     metrics_io,
     plots,
+    run_config,
     sharding,
     train,
 )
@@ -261,6 +262,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     resume = manager.latest_step() is not None
     exp = build_experiment(config, load_pretrained=not resume)
     is_main = jax.process_index() == 0
+    if is_main:  # the workdir alone is then enough for --mode=eval and predict.
+        run_config.save(workdir, config, exp.info.class_names)
     writer = metrics_io.MetricsWriter(workdir, enabled=is_main)
     state, start_step = exp.state, 0
     if resume:

@@ -23,7 +23,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     from data_prep import synthetic
-    from skclip_jax import input_pipeline
 
     data = tmp_path_factory.mktemp("data")
     synthetic.make_synthetic_dataset(
@@ -36,9 +35,7 @@ def run_dir(tmp_path_factory):
     config.checkpoint_every_steps = 1
     config.data.prompt_templates = ("{}", "a person {}.")
     workdir = str(tmp_path_factory.mktemp("run"))
-    info = input_pipeline.load_dataset_info(config.data.data_dir)
-    run_config.save(workdir, config, info.class_names)
-    trainer.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)  # saves config.json and class_names.txt.
     return workdir
 
 
