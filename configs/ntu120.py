@@ -21,54 +21,21 @@ if _ROOT not in sys.path:
 
 import ml_collections  # noqa: E402
 
-from configs import open_vocab, variants  # noqa: E402
-
-
-def _benchmark(name: str) -> variants.Variant:
-    return variants.Variant(
-        variants.set_fields(
-            **{"data.train_split": f"{name}_train", "data.test_split": f"{name}_val"}
-        ),
-        "split",
-        f"cross-{name[1:]} benchmark ({name}_train / {name}_val)",
-    )
-
+from configs import ntu60, open_vocab, variants  # noqa: E402
 
 # SynSE's zero-shot splits (0-based indices in the NTU label order); TDSM (ICCV 2025) reports 74.2 / 65.1
 # ZSL top-1 on them with 3D skeletons.
+# fmt: off
 ZSL_SPLITS = {
     "zsl110_10": (4, 13, 37, 43, 49, 65, 88, 95, 99, 106),
-    "zsl96_24": (
-        5,
-        9,
-        11,
-        16,
-        18,
-        20,
-        22,
-        29,
-        35,
-        39,
-        45,
-        49,
-        59,
-        68,
-        70,
-        81,
-        84,
-        87,
-        93,
-        94,
-        104,
-        113,
-        114,
-        119,
-    ),
+    "zsl96_24": (5, 9, 11, 16, 18, 20, 22, 29, 35, 39, 45, 49, 59, 68, 70, 81, 84, 87, 93, 94, 104,
+                 113, 114, 119),
 }
+# fmt: on
 
 VARIANTS = {
-    "xsub": _benchmark("xsub"),
-    "xset": _benchmark("xset"),
+    "xsub": ntu60.benchmark("xsub"),
+    "xset": ntu60.benchmark("xset"),
     "cpu": variants.CPU,
     **{
         name: open_vocab.zero_shot(unseen, f"zero-shot: SynSE's {name[3:]} split")

@@ -26,7 +26,7 @@ import ml_collections  # noqa: E402
 from configs import open_vocab, variants  # noqa: E402
 
 
-def _benchmark(name: str) -> variants.Variant:
+def benchmark(name: str) -> variants.Variant:
     return variants.Variant(
         variants.set_fields(
             **{"data.train_split": f"{name}_train", "data.test_split": f"{name}_val"}
@@ -44,8 +44,8 @@ ZSL_SPLITS = {
 }
 
 VARIANTS = {
-    "xsub": _benchmark("xsub"),
-    "xview": _benchmark("xview"),
+    "xsub": benchmark("xsub"),
+    "xview": benchmark("xview"),
     "cpu": variants.CPU,
     **{
         name: open_vocab.zero_shot(unseen, f"zero-shot: SynSE's {name[3:]} split")

@@ -264,19 +264,9 @@ def score_clip(state, keypoint, keypoint_score, class_feats, *, model, opts):
     import jax
     import jax.numpy as jnp
 
-    from skclip_jax import heatmaps, train, wfi
-    from skclip_jax.models import skclip
+    from skclip_jax import train, wfi
 
-    volume = train.render_volume(keypoint, keypoint_score, opts.test_size, opts)
-    if opts.test_flip:
-        flipped = heatmaps.flip_heatmaps(volume, heatmaps.COCO_LEFT_KP, heatmaps.COCO_RIGHT_KP)
-        volume = jnp.concatenate([volume, flipped])
-    frames, _ = model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats},
-        volume,
-        False,
-        method=skclip.SkeletonCLIP.encode_video,
-    )
+    frames = train.test_view_frames(state, keypoint, keypoint_score, model=model, opts=opts)
     temperature = jnp.clip(state.params["temperature"], *opts.temperature_range)
     sim = wfi.pairwise_similarity(frames, class_feats, opts.activation)  # [views, L]
     probs = jnp.mean(jax.nn.softmax(sim / temperature, axis=-1), axis=0)

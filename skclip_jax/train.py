@@ -296,6 +296,28 @@ def encode_classes(
     return class_texts.ensemble_features(feats, class_tokens["prompt_mask"])
 
 
+def test_view_frames(
+    state: TrainState,
+    keypoint: jax.Array,
+    score: jax.Array,
+    *,
+    model: skclip.SkeletonCLIP,
+    opts: StepOptions,
+) -> jax.Array:
+    """Joint-space frames [F * V, T', E] of V test views [V, M, T, K, 2] (F = 2 with test_flip, flipped last)."""
+    volume = render_volume(keypoint, score, opts.test_size, opts)
+    if opts.test_flip:
+        flipped = heatmaps.flip_heatmaps(volume, heatmaps.COCO_LEFT_KP, heatmaps.COCO_RIGHT_KP)
+        volume = jnp.concatenate([volume, flipped])
+    frames, _ = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        volume,
+        False,
+        method=skclip.SkeletonCLIP.encode_video,
+    )
+    return frames
+
+
 def eval_step(
     state: TrainState,
     batch: Batch,
@@ -311,20 +333,12 @@ def eval_step(
     """
     keypoint, score = batch["keypoint"], batch["keypoint_score"]
     b, n = keypoint.shape[:2]
-    volume = render_volume(
+    frames = test_view_frames(
+        state,
         keypoint.reshape((b * n,) + keypoint.shape[2:]),
         score.reshape((b * n,) + score.shape[2:]),
-        opts.test_size,
-        opts,
-    )
-    if opts.test_flip:
-        flipped = heatmaps.flip_heatmaps(volume, heatmaps.COCO_LEFT_KP, heatmaps.COCO_RIGHT_KP)
-        volume = jnp.concatenate([volume, flipped])
-    frames, _ = model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats},
-        volume,
-        False,
-        method=skclip.SkeletonCLIP.encode_video,
+        model=model,
+        opts=opts,
     )
     temperature = jnp.clip(state.params["temperature"], *opts.temperature_range)
     sim = wfi.pairwise_similarity(frames, class_feats, opts.activation)  # [views * B * N, L]
