@@ -577,12 +577,12 @@ def run(
     )
     output = output or os.path.join(workdir, "predict")
     os.makedirs(output, exist_ok=True)
-    records = []
+    records, seconds = [], []
     for clip, name in zip(clips, unique_names(clips), strict=True):
         start = time.perf_counter()
         probs, weights = predictor(clip)
+        seconds.append(time.perf_counter() - start)
         positions = frame_positions(clip, config, weights.shape[-1])
-        logging.info("%s scored in %.2f s", name, time.perf_counter() - start)
         print(format_table(clip, class_names, probs, top_k) + "\n", file=out, flush=True)
         records.append(prediction_record(clip, class_names, probs, weights, positions, top_k))
         plot_frames(
@@ -591,7 +591,10 @@ def run(
     run_config.write_atomic(
         os.path.join(output, "predictions.jsonl"), "".join(json.dumps(r) + "\n" for r in records)
     )
-    print(f"wrote {len(records)} predictions to {output}", file=out, flush=True)
+    timing = f"first clip {seconds[0]:.2f} s with compilation"
+    if len(seconds) > 1:
+        timing += f", then {np.mean(seconds[1:]):.2f} s a clip"
+    print(f"wrote {len(records)} predictions to {output} ({timing})", file=out, flush=True)
     return records
 
 
