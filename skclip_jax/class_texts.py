@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from skclip_jax import wfi
 
@@ -126,6 +127,43 @@ def count_truncated(tokenizer, texts: Sequence[Sequence[str]], max_len: int) -> 
     flat = [s for t in texts for s in t]
     lengths = [len(ids) for ids in tokenizer(flat)["input_ids"]]
     return sum(n > max_len for n in lengths)
+
+
+def tokens_for(tokenizer, texts: Sequence[Sequence[str]], max_len: int) -> dict:
+    """tokenize_class_texts, with a warning when texts are cut to max_len."""
+    truncated = count_truncated(tokenizer, texts, max_len)
+    if truncated:
+        logging.warning(
+            "%d class texts are longer than data.max_text_len=%d tokens and are cut",
+            truncated,
+            max_len,
+        )
+    return tokenize_class_texts(tokenizer, texts, max_len)
+
+
+def seen_classes(num_classes: int, unseen: Sequence[int]) -> tuple[int, ...]:
+    """The classes a run trains on, in label order."""
+    return tuple(c for c in range(num_classes) if c not in set(unseen))
+
+
+def run_tokens(
+    data_config, class_names: Sequence[str], tokenizer
+) -> tuple[dict, dict | None, tuple[int, ...]]:
+    """A run's class tokens: (all classes, for evaluation; the seen classes only, for training, or None
+    when no class is held out; the unseen class indices)."""
+    tokens = tokens_for(
+        tokenizer, texts_from_config(data_config, class_names), data_config.max_text_len
+    )
+    unseen = resolve_classes(data_config.get("unseen_classes", ()), class_names)
+    if not unseen:
+        return tokens, None, ()
+    logging.info(
+        "Zero-shot run: %d unseen classes held out of training (%s)",
+        len(unseen),
+        ", ".join(class_names[c] for c in unseen),
+    )
+    seen = seen_classes(len(class_names), unseen)
+    return tokens, select_classes(tokens, seen), unseen
 
 
 def select_classes(class_tokens: Mapping[str, Any], indices: Sequence[int]) -> dict:

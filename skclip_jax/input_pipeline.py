@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from skclip_jax import pose_transforms
+from skclip_jax import class_texts, pose_transforms
 
 KEYPOINT_FEATURES = ("keypoint", "keypoint_score", "img_shape", "total_frames", "label")
 
@@ -246,13 +246,9 @@ def split_labels(info: DatasetInfo, split: str) -> np.ndarray:
     return np.fromiter((int(source[i]["label"]) for i in range(len(source))), np.int64, len(source))
 
 
-def seen_classes(num_classes: int, unseen: Sequence[int]) -> tuple[int, ...]:
-    return tuple(c for c in range(num_classes) if c not in set(unseen))
-
-
 def label_map_of(num_classes: int, unseen: Sequence[int]) -> np.ndarray:
     """[L] dataset label -> training label (seen classes renumbered in order), -1 for unseen."""
-    seen = seen_classes(num_classes, unseen)
+    seen = class_texts.seen_classes(num_classes, unseen)
     label_map = np.full(num_classes, -1, np.int64)
     label_map[list(seen)] = np.arange(len(seen))
     return label_map
@@ -269,7 +265,7 @@ def train_split(info: DatasetInfo, config, unseen: Sequence[int]) -> TrainSplit 
         raise ValueError(
             f"data.unseen_classes leaves no example in the training split {config.data.train_split!r}"
         )
-    return TrainSplit(indices, label_map, seen_classes(info.num_classes, unseen))
+    return TrainSplit(indices, label_map, class_texts.seen_classes(info.num_classes, unseen))
 
 
 def _resolve_process(process_index, process_count):

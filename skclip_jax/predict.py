@@ -301,18 +301,7 @@ class Predictor:
         texts = class_texts.class_texts(
             class_names, class_texts.templates_of(self.config.data), descriptions
         )
-        tokens = class_texts.tokenize_class_texts(
-            self.tokenizer, texts, self.config.data.max_text_len
-        )
-        truncated = class_texts.count_truncated(
-            self.tokenizer, texts, self.config.data.max_text_len
-        )
-        if truncated:
-            logging.warning(
-                "%d class texts exceed data.max_text_len=%d tokens and are cut",
-                truncated,
-                self.config.data.max_text_len,
-            )
+        tokens = class_texts.tokens_for(self.tokenizer, texts, self.config.data.max_text_len)
         self.class_names = tuple(class_names)
         self.class_feats = self.encode(self.state, tokens)
 

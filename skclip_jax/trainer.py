@@ -116,32 +116,10 @@ def _build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool) 
 
     bert_dir = text.resolve_bert_dir(config.model.text.bert_dir)
     tokenizer, enc_token_id = text.load_tokenizer(bert_dir)
-    texts = class_texts.texts_from_config(config.data, info.class_names)
-    truncated = class_texts.count_truncated(tokenizer, texts, config.data.max_text_len)
-    if truncated:
-        logging.warning(
-            "%d class texts are longer than data.max_text_len=%d tokens and are cut",
-            truncated,
-            config.data.max_text_len,
-        )
-    tokens = class_texts.tokenize_class_texts(tokenizer, texts, config.data.max_text_len)
-    unseen = class_texts.resolve_classes(config.data.get("unseen_classes", ()), info.class_names)
-
-    def to_device(tokens):
-        return jax.device_put(
-            {k: jnp.asarray(v) for k, v in tokens.items()}, sharding.replicated(mesh)
-        )
-
-    class_tokens = to_device(tokens)
-    train_class_tokens = None
-    if unseen:
-        seen = input_pipeline.seen_classes(info.num_classes, unseen)
-        train_class_tokens = to_device(class_texts.select_classes(tokens, seen))
-        logging.info(
-            "Zero-shot run: %d unseen classes held out of training (%s)",
-            len(unseen),
-            ", ".join(info.class_names[c] for c in unseen),
-        )
+    tokens, train_tokens, unseen = class_texts.run_tokens(config.data, info.class_names, tokenizer)
+    class_tokens, train_class_tokens = jax.device_put(
+        jax.tree.map(jnp.asarray, (tokens, train_tokens)), sharding.replicated(mesh)
+    )
     bert_config = text.bert_config(bert_dir, len(tokenizer), config.model.text.dropout)
     model = train.build_model(config, bert_config, enc_token_id)
 
