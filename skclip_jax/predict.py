@@ -397,7 +397,6 @@ def frame_positions(clip: Clip, config, num_steps: int) -> np.ndarray:
     inds = pose_transforms.uniform_sample_frames(
         clip.sample["total_frames"], d.clip_len, num_clips=d.num_test_clips, test_mode=True
     ).reshape(d.num_test_clips, d.clip_len)
-    inds = inds % clip.sample["total_frames"]
     per_step = d.clip_len // num_steps
     return (
         inds[:, : per_step * num_steps].reshape(d.num_test_clips, num_steps, per_step).mean((0, 2))
