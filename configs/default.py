@@ -39,6 +39,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.repeat = 10  # the original repeats the training split 10 times per epoch.
     config.data.prompt_template = "{}"  # class-name prompt; the original feeds the bare class name.
     config.data.max_text_len = 10
+    # Open vocabulary (README "Zero-shot"): several templates give each class the normalised mean of their
+    # features (empty = prompt_template alone); a JSON {class: [description, ...]} adds descriptions.
+    config.data.prompt_templates = ()
+    config.data.class_descriptions_file = ""
+    # Classes (names or 0-based indices) held out of training entirely: zero-shot evaluation (ZSL, GZSL).
+    config.data.unseen_classes = ()
     config.data.num_workers = 0  # grain worker processes per host; 0 = in-process.
 
     # Model.

@@ -28,7 +28,7 @@ from data_prep.tfds_writer import BadClip, Clip, DataPrepError
 
 CLASS_NAMES_DIR = os.path.join(os.path.dirname(__file__), "class_names")
 # Datasets whose class-name list ships with data_prep (from the original's lists/*.csv).
-SHIPPED_CLASS_LISTS = ("hmdb51", "ucf101", "ntu60")
+SHIPPED_CLASS_LISTS = ("hmdb51", "ucf101", "ntu60", "ntu120")
 
 
 def class_names_for(dataset: str, classes_file: str | None = None) -> list[str]:

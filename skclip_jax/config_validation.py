@@ -131,6 +131,24 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "--config.data.prompt_template='{}' or 'a person {}'",
     )
 
+    # Open-vocabulary fields (older saved configs may lack them).
+    if "prompt_templates" in config.data:
+        check(
+            "data.prompt_templates",
+            lambda v: all(isinstance(t, str) and "{}" in t for t in (v or ())),
+            "every template must be a string with '{}' where the class name goes",
+            "--config.data.prompt_templates=\"('a person {}.', '{}')\" (or () for prompt_template alone)",
+        )
+    if "unseen_classes" in config.data:
+        check(
+            "data.unseen_classes",
+            lambda v: all(
+                (isinstance(c, str) and c.strip()) or (_is_int(c) and c >= 0) for c in (v or ())
+            ),
+            "must list class names or 0-based class indices",
+            "--config.data.unseen_classes=\"('squat', 'pushup')\" or '(3, 5)'",
+        )
+
     # Model.
     s = "model.slowonly"
     positive_int(f"{s}.in_channels", 17)

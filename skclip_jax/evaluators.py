@@ -80,3 +80,96 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
         "top5": top_k_accuracy(probs, labels, 5),
         "mean_class_accuracy": mean_class_accuracy(probs, labels),
     }
+
+
+# Zero-shot protocols (data.unseen_classes). The literature's figures (SynSE, TDSM) are clip-level
+# top-1 accuracies, as `top1` above: ZSL among the unseen names only, GZSL among all names.
+
+
+def subset_probs(view_logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Probabilities over a subset of the classes, with the run's test-time protocol.
+
+    The softmax is taken per view over the chosen classes only, then averaged over the views, exactly as the
+    evaluation over all classes does (restricting already-averaged probabilities would rank differently).
+
+    Args:
+      view_logits: float [N, V, L] similarity / temperature of every view of N clips against L classes.
+      classes: int [C] class indices to choose among.
+
+    Returns:
+      float [N, C] probabilities, column c for class classes[c].
+    """
+    logits = np.asarray(view_logits, np.float64)[..., np.asarray(classes, np.int64)]
+    logits = logits - logits.max(-1, keepdims=True)
+    probs = np.exp(logits)
+    probs /= probs.sum(-1, keepdims=True)
+    return probs.mean(axis=1)
+
+
+def _accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(pred == labels)) if labels.size else float("nan")
+
+
+def harmonic_mean(seen: float, unseen: float) -> float:
+    """H = 2SU / (S + U), the GZSL summary (0 when both are 0)."""
+    return 0.0 if seen + unseen == 0 else 2.0 * seen * unseen / (seen + unseen)
+
+
+def zero_shot_metrics(
+    view_logits: np.ndarray, labels: np.ndarray, unseen: np.ndarray
+) -> dict[str, float]:
+    """ZSL and GZSL top-1 of a test split whose classes `unseen` were held out of training.
+
+    Args:
+      view_logits: float [N, V, L] per-view logits (similarity / temperature) against all L classes.
+      labels: int [N] true classes in [0, L).
+      unseen: int [U] held-out classes.
+
+    Returns:
+      zsl_top1: unseen-class clips, choosing among the unseen names only;
+      gzsl_seen / gzsl_unseen: seen- / unseen-class clips, choosing among all L names;
+      gzsl_h: their harmonic mean 2SU / (S + U);
+      seen_top1: seen-class clips among the seen names only (what a zero-shot run may select on, as it
+        never looks at an unseen clip). A figure with no clips to average is NaN.
+    """
+    view_logits = np.asarray(view_logits)
+    labels = np.asarray(labels, np.int64)
+    num_classes = view_logits.shape[-1]
+    if view_logits.ndim != 3 or labels.shape != view_logits.shape[:1]:
+        raise ValueError(
+            f"expected view_logits [N, V, L] and labels [N], got {view_logits.shape} and {labels.shape}"
+        )
+    unseen = np.unique(np.asarray(unseen, np.int64))
+    if unseen.size == 0 or unseen.min() < 0 or unseen.max() >= num_classes:
+        raise ValueError(
+            f"unseen classes must be non-empty and lie in [0, {num_classes}), got {unseen}"
+        )
+    seen = np.setdiff1d(np.arange(num_classes), unseen)
+    is_unseen = np.isin(labels, unseen)
+
+    def choose(rows: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        if not rows.any():
+            return np.zeros(0, np.int64)
+        return classes[subset_probs(view_logits[rows], classes).argmax(-1)]
+
+    everything = np.arange(num_classes)
+    gzsl_seen = _accuracy(choose(~is_unseen, everything), labels[~is_unseen])
+    gzsl_unseen = _accuracy(choose(is_unseen, everything), labels[is_unseen])
+    return {
+        "zsl_top1": _accuracy(choose(is_unseen, unseen), labels[is_unseen]),
+        "gzsl_seen": gzsl_seen,
+        "gzsl_unseen": gzsl_unseen,
+        "gzsl_h": harmonic_mean(gzsl_seen, gzsl_unseen),
+        "seen_top1": _accuracy(choose(~is_unseen, seen), labels[~is_unseen]),
+    }
+
+
+def checkpoint_metrics(eval_metrics: dict[str, float] | None) -> dict[str, float] | None:
+    """The metrics the checkpoint manager ranks by ("top1"), never computed from unseen-class clips.
+
+    In a zero-shot run (its metrics carry "seen_top1") the kept best checkpoint is chosen on the seen
+    classes' clips among the seen names; otherwise on the all-class top-1, as before.
+    """
+    if eval_metrics is None or "seen_top1" not in eval_metrics:
+        return eval_metrics
+    return {"top1": eval_metrics["seen_top1"]}

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from skclip_jax import pose_transforms
+from skclip_jax import class_texts, pose_transforms
 
 KEYPOINT_FEATURES = ("keypoint", "keypoint_score", "img_shape", "total_frames", "label")
 
@@ -195,22 +195,77 @@ class TrainBatches:
     """Callable step -> this process's slice of the step's global batch, as NumPy arrays."""
 
     def __init__(
-        self, source, sampler: TrainSampler, config, process_index: int, process_count: int
+        self,
+        source,
+        sampler: TrainSampler,
+        config,
+        process_index: int,
+        process_count: int,
+        split: "TrainSplit | None" = None,
     ):
         self.source = source
         self.sampler = sampler
         self.data = config.data
         self.seed = config.seed
         self.rows = process_rows(sampler.global_batch, process_index, process_count)
+        self.split = split
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         indices = self.sampler.global_indices(step)
         clips = []
         for position in range(self.rows.start, self.rows.stop):
             index = int(indices[position])
+            if self.split is not None:
+                index = int(self.split.indices[index])
             sample = _as_sample(self.source[index], f"training example {index}")
+            if self.split is not None:
+                sample["label"] = int(self.split.label_map[sample["label"]])
             clips.append(_train_clip(sample, self.data, self.seed, step, position))
         return _stack(clips)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSplit:
+    """The training split of a zero-shot run: only seen-class examples, labels renumbered over seen classes.
+
+    indices: the examples of the split the sampler draws from (every unseen-class example is left out);
+    label_map: [L] dataset label -> training label in [0, len(seen)), -1 for unseen classes;
+    seen: the dataset labels of training label 0, 1, ...
+    """
+
+    indices: np.ndarray
+    label_map: np.ndarray
+    seen: tuple[int, ...]
+
+
+def split_labels(info: DatasetInfo, split: str) -> np.ndarray:
+    """int [N] labels of every example of an ArrayRecord split, read once (keypoints are not decoded)."""
+    builder = tfds.builder_from_directory(info.data_dir)
+    skip = {k: tfds.decode.SkipDecoding() for k in ("keypoint", "keypoint_score")}
+    source = builder.as_data_source(split=split, decoders=skip)
+    return np.fromiter((int(source[i]["label"]) for i in range(len(source))), np.int64, len(source))
+
+
+def label_map_of(num_classes: int, unseen: Sequence[int]) -> np.ndarray:
+    """[L] dataset label -> training label (seen classes renumbered in order), -1 for unseen."""
+    seen = class_texts.seen_classes(num_classes, unseen)
+    label_map = np.full(num_classes, -1, np.int64)
+    label_map[list(seen)] = np.arange(len(seen))
+    return label_map
+
+
+def train_split(info: DatasetInfo, config, unseen: Sequence[int]) -> TrainSplit | None:
+    """The seen-class part of the training split; None when no class is held out."""
+    if not unseen:
+        return None
+    labels = split_labels(info, config.data.train_split)
+    label_map = label_map_of(info.num_classes, unseen)
+    indices = np.flatnonzero(label_map[labels] >= 0)
+    if indices.size == 0:
+        raise ValueError(
+            f"data.unseen_classes leaves no example in the training split {config.data.train_split!r}"
+        )
+    return TrainSplit(indices, label_map, class_texts.seen_classes(info.num_classes, unseen))
 
 
 def _resolve_process(process_index, process_count):
@@ -227,19 +282,28 @@ def train_iterator(
     num_steps: int,
     process_index: int | None = None,
     process_count: int | None = None,
+    unseen: Sequence[int] = (),
 ) -> Iterator[dict[str, np.ndarray]]:
     """Local batches for steps start_step .. num_steps - 1, read and augmented ahead of time by grain.
 
-    TFRecord datasets are streamed with tf.data instead (see `_streamed_train_batches`).
+    TFRecord datasets are streamed with tf.data instead (see `_streamed_train_batches`). With `unseen`
+    classes (zero-shot runs) their examples are never read and labels count the seen classes only
+    (`TrainSplit`).
     """
     process_index, process_count = _resolve_process(process_index, process_count)
     if info.file_format == "tfrecord":
+        if unseen:
+            raise ValueError(
+                "data.unseen_classes needs an ArrayRecord dataset (the converters' default), not tfrecord"
+            )
         return _streamed_train_batches(
             info, config, start_step, num_steps, process_index, process_count
         )
     source = open_source(info, config.data.train_split)
-    sampler = TrainSampler(len(source), config.batch_size, config.data.repeat, config.seed)
-    make_batch = TrainBatches(source, sampler, config, process_index, process_count)
+    split = train_split(info, config, unseen)
+    num_examples = len(source) if split is None else len(split.indices)
+    sampler = TrainSampler(num_examples, config.batch_size, config.data.repeat, config.seed)
+    make_batch = TrainBatches(source, sampler, config, process_index, process_count, split)
     dataset = grain.MapDataset.range(start_step, num_steps).map(make_batch)
     if config.data.num_workers > 0:
         iter_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
@@ -306,9 +370,16 @@ def _streamed_train_batches(info, config, start_step, num_steps, process_index, 
         yield _stack(clips)
 
 
-def steps_per_epoch(info: DatasetInfo, config) -> int:
+def steps_per_epoch(info: DatasetInfo, config, unseen: Sequence[int] = ()) -> int:
+    num_examples = info.split_sizes[config.data.train_split]
+    if unseen:
+        if info.file_format == "tfrecord":
+            raise ValueError(
+                "data.unseen_classes needs an ArrayRecord dataset (the converters' default), not tfrecord"
+            )
+        num_examples = len(train_split(info, config, unseen).indices)
     return TrainSampler(
-        info.split_sizes[config.data.train_split],
+        num_examples,
         config.batch_size,
         config.data.repeat,
         config.seed,

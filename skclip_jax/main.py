@@ -11,7 +11,11 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Training configuration file (configs/*.py[:variants]).", lock_config=True
+    "config",
+    None,
+    "Training configuration file (configs/*.py[:variants]). Default with --mode=eval: the config the "
+    "run saved in WORKDIR/config.json.",
+    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
 _MODE = flags.DEFINE_enum(
@@ -29,7 +33,7 @@ _CPU_COLLECTIVES = flags.DEFINE_string(
     "cpu_collectives", "gloo", "CPU collectives for multi-process CPU runs (gloo)."
 )
 
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def quiet_library_info_logs() -> None:
@@ -113,9 +117,17 @@ def main(argv):
 
     import jax
 
-    from skclip_jax import trainer
+    from skclip_jax import run_config, trainer
 
     config = _CONFIG.value
+    if config is None:
+        if _MODE.value == "train":
+            raise app.UsageError("--config is required to train")
+        try:
+            config = run_config.load(_WORKDIR.value)
+        except run_config.RunConfigError as e:
+            print(f"skclip_jax: error: {e}", file=sys.stderr, flush=True)
+            sys.exit(1)
     logging.info(
         "JAX process %d/%d, %d local devices (%s)",
         jax.process_index(),

@@ -16,7 +16,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from skclip_jax import csi, heatmaps, losses, sharding, wfi
+from skclip_jax import class_texts, csi, heatmaps, losses, sharding, wfi
 from skclip_jax.models import skclip
 
 Batch = dict[str, jax.Array]
@@ -361,6 +361,8 @@ def train_step(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimisation step on a global batch; pure, so it jits, shards and resumes exactly."""
     rng = jax.random.fold_in(base_rng, state.step)
+    # Several texts per class (templates, descriptions): this step's one text per class; else unchanged.
+    class_tokens = class_texts.draw_prompts(class_tokens, rng)
     grad_fn = jax.value_and_grad(compute_losses, has_aux=True)
     (_, (metrics, batch_stats)), grads = grad_fn(
         state.params, state.batch_stats, batch, class_tokens, rng, model=model, opts=opts
@@ -378,14 +380,44 @@ def train_step(
 def encode_classes(
     state: TrainState, class_tokens: Batch, *, model: skclip.SkeletonCLIP
 ) -> jax.Array:
-    """Joint-space features [L, E] of all class prompts (once per evaluation, not per batch)."""
-    return model.apply(
+    """Joint-space features [L, E] of all class prompts (once per evaluation, not per batch).
+
+    Tokens [L, K, S] (several texts per class) give the normalised mean over each class's texts.
+    """
+    ids, mask = class_tokens["input_ids"], class_tokens["attention_mask"]
+    feats = model.apply(
         {"params": state.params},
-        class_tokens["input_ids"],
-        class_tokens["attention_mask"],
+        ids.reshape(-1, ids.shape[-1]),
+        mask.reshape(-1, mask.shape[-1]),
         False,
         method=skclip.SkeletonCLIP.encode_text,
     )
+    if ids.ndim == 2:
+        return feats
+    feats = feats.reshape(ids.shape[:2] + feats.shape[-1:])
+    return class_texts.ensemble_features(feats, class_tokens["prompt_mask"])
+
+
+def test_view_frames(
+    state: TrainState,
+    keypoint: jax.Array,
+    score: jax.Array,
+    *,
+    model: skclip.SkeletonCLIP,
+    opts: StepOptions,
+) -> jax.Array:
+    """Joint-space frames [F * V, T', E] of V test views [V, M, T, K, 2] (F = 2 with test_flip, flipped last)."""
+    volume = render_volume(keypoint, score, opts.test_size, opts)
+    if opts.test_flip:
+        flipped = heatmaps.flip_heatmaps(volume, heatmaps.COCO_LEFT_KP, heatmaps.COCO_RIGHT_KP)
+        volume = jnp.concatenate([volume, flipped])
+    frames, _ = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        volume,
+        False,
+        method=skclip.SkeletonCLIP.encode_video,
+    )
+    return frames
 
 
 def eval_step(
@@ -403,26 +435,21 @@ def eval_step(
     """
     keypoint, score = batch["keypoint"], batch["keypoint_score"]
     b, n = keypoint.shape[:2]
-    volume = render_volume(
+    frames = test_view_frames(
+        state,
         keypoint.reshape((b * n,) + keypoint.shape[2:]),
         score.reshape((b * n,) + score.shape[2:]),
-        opts.test_size,
-        opts,
-    )
-    if opts.test_flip:
-        flipped = heatmaps.flip_heatmaps(volume, heatmaps.COCO_LEFT_KP, heatmaps.COCO_RIGHT_KP)
-        volume = jnp.concatenate([volume, flipped])
-    frames, _ = model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats},
-        volume,
-        False,
-        method=skclip.SkeletonCLIP.encode_video,
+        model=model,
+        opts=opts,
     )
     temperature = jnp.clip(state.params["temperature"], *opts.temperature_range)
     sim = wfi.pairwise_similarity(frames, class_feats, opts.activation)  # [views * B * N, L]
     probs = jax.nn.softmax(sim / temperature, axis=-1)
     probs = jnp.mean(probs.reshape(-1, b, n, probs.shape[-1]), axis=(0, 2))
-    return {"probs": probs, "label": batch["label"], "mask": batch["mask"]}
+    # Per-view logits [B, views * N, L], for protocols that choose among a subset of the classes (ZSL).
+    logits = jnp.moveaxis((sim / temperature).reshape(-1, b, n, sim.shape[-1]), 0, 1)
+    logits = logits.reshape(b, -1, sim.shape[-1])
+    return {"probs": probs, "logits": logits, "label": batch["label"], "mask": batch["mask"]}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,11 +20,13 @@ from tqdm import tqdm
 
 from skclip_jax import (
     checkpointing,
+    class_texts,
     config_validation,
     evaluators,
     input_pipeline,
     metrics_io,
     plots,
+    run_config,
     sharding,
     train,
 )
@@ -72,6 +74,10 @@ class Experiment:
     state: train.TrainState
     state_shardings: Any
     steps: train.CompiledSteps
+    # Zero-shot runs (data.unseen_classes): the held-out classes, and the seen classes' tokens that
+    # training uses (its labels count the seen classes only); evaluation uses class_tokens (all).
+    unseen: tuple[int, ...] = ()
+    train_class_tokens: dict[str, jax.Array] | None = None
 
 
 def total_steps_of(config, steps_per_epoch: int) -> int:
@@ -110,15 +116,14 @@ def _build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool) 
 
     bert_dir = text.resolve_bert_dir(config.model.text.bert_dir)
     tokenizer, enc_token_id = text.load_tokenizer(bert_dir)
-    prompts = input_pipeline.prompts(info.class_names, config.data.prompt_template)
-    tokens = text.tokenize(tokenizer, prompts, config.data.max_text_len)
-    class_tokens = jax.device_put(
-        {k: jnp.asarray(v) for k, v in tokens.items()}, sharding.replicated(mesh)
+    tokens, train_tokens, unseen = class_texts.run_tokens(config.data, info.class_names, tokenizer)
+    class_tokens, train_class_tokens = jax.device_put(
+        jax.tree.map(jnp.asarray, (tokens, train_tokens)), sharding.replicated(mesh)
     )
     bert_config = text.bert_config(bert_dir, len(tokenizer), config.model.text.dropout)
     model = train.build_model(config, bert_config, enc_token_id)
 
-    steps_per_epoch = input_pipeline.steps_per_epoch(info, config)
+    steps_per_epoch = input_pipeline.steps_per_epoch(info, config, unseen)
     total_steps = total_steps_of(config, steps_per_epoch)
     warmup = int(round(config.optim.warmup_epochs * steps_per_epoch))
     schedule = train.learning_rate_schedule(
@@ -158,13 +163,15 @@ def _build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool) 
         state,
         state_shardings,
         steps,
+        unseen,
+        train_class_tokens,
     )
 
 
 def run_evaluation(exp: Experiment, state: train.TrainState) -> tuple[dict[str, float], np.ndarray]:
     """Top-1, top-5 and mean class accuracy over the whole test split; returns (metrics, confusion matrix)."""
     class_feats = exp.steps.encode_classes(state, exp.class_tokens)
-    probs, labels = [], []
+    probs, labels, view_logits = [], [], []
     for local in input_pipeline.eval_iterator(exp.info, exp.config):
         out = jax.device_get(
             exp.steps.eval(state, sharding.make_global_batch(exp.mesh, local), class_feats)
@@ -172,8 +179,14 @@ def run_evaluation(exp: Experiment, state: train.TrainState) -> tuple[dict[str, 
         keep = np.asarray(out["mask"], bool)
         probs.append(np.asarray(out["probs"])[keep])
         labels.append(np.asarray(out["label"])[keep])
+        if exp.unseen:
+            view_logits.append(np.asarray(out["logits"])[keep])
     probs, labels = np.concatenate(probs), np.concatenate(labels)
     metrics = evaluators.classification_metrics(probs, labels)
+    if exp.unseen:
+        metrics.update(
+            evaluators.zero_shot_metrics(np.concatenate(view_logits), labels, exp.unseen)
+        )
     confusion = evaluators.confusion_matrix(probs.argmax(-1), labels, exp.info.num_classes)
     return {k: float(v) for k, v in metrics.items()}, confusion
 
@@ -228,6 +241,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     resume = manager.latest_step() is not None
     exp = build_experiment(config, load_pretrained=not resume)
     is_main = jax.process_index() == 0
+    if is_main:  # the workdir alone is then enough for --mode=eval and predict.
+        run_config.save(workdir, config, exp.info.class_names)
     writer = metrics_io.MetricsWriter(workdir, enabled=is_main)
     state, start_step = exp.state, 0
     # The paper reports the best per-epoch validation top-1 (mmcv save_best); it rides in the checkpoint's
@@ -259,7 +274,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info(plan)
     if is_main and start_step < exp.total_steps:
         print(plan, flush=True)
-    batches = input_pipeline.train_iterator(exp.info, config, start_step, exp.total_steps)
+    batches = input_pipeline.train_iterator(
+        exp.info, config, start_step, exp.total_steps, unseen=exp.unseen
+    )
+    train_tokens = exp.class_tokens if exp.train_class_tokens is None else exp.train_class_tokens
     buffer: list[tuple[int, dict]] = []
     last_eval: dict[str, float] = {}
     throughput = _Throughput(config.batch_size)
@@ -269,7 +287,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         with _Preemption() as preemption:
             for step in range(start_step, exp.total_steps):
                 batch = sharding.make_global_batch(exp.mesh, next(batches))
-                state, metrics = exp.steps.train(state, batch, exp.class_tokens, base_rng)
+                state, metrics = exp.steps.train(state, batch, train_tokens, base_rng)
                 done = step + 1
                 buffer.append((done, metrics))
                 throughput.steps += 1
@@ -309,7 +327,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     position = {"step": done, "seed": config.seed}
                     if math.isfinite(best_top1):
                         position["best_top1"] = best_top1
-                    checkpointing.save(manager, done, state, position, eval_metrics)
+                    checkpointing.save(
+                        manager, done, state, position, evaluators.checkpoint_metrics(eval_metrics)
+                    )
                 if stop:
                     manager.wait_until_finished()
                     logging.warning("Preempted: checkpoint of step %d saved; exiting.", done)
