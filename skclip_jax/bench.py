@@ -276,6 +276,9 @@ def main(argv):
         "eval_step_cpu_s": round(eval_cpu_s / _STEPS.value, 3),
         "loadavg_1min": round(os.getloadavg()[0], 2),
     }
+    stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        result["device_memory_limit_mb"] = round(stats["bytes_limit"] / 2**20, 1)
     result.update(executable_figures("train", train_exec, train_s / _STEPS.value))
     result.update(executable_figures("eval", eval_exec, eval_s / _STEPS.value))
     peak_flops = device_peak_flops(jax.devices()[0], config.model.dtype)
