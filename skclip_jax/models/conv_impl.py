@@ -9,8 +9,10 @@ Selected by ``model.slowonly.conv_impl`` (``SlowOnly.conv_impl``):
       - ``kx1x1`` (SlowOnly's inflated ``3x1x1``): the ``k`` time-shifted copies side by side on the channel axis
         (im2col along time), then one ``[N, kC] @ [kC, C']`` product;
       - ``1xkxk`` (spatial, strided or not): im2col over the ``k*k`` window, then one product, when the
-        patches stay small (at most ``max_patch_bytes``); otherwise (the 7x7 stem over 56x56) a 2D convolution
-        over the ``B*T`` frames, which XLA:CPU also runs faster than the 3D one;
+        patches stay small (at most ``max_patch_bytes``); otherwise (the 7x7 stem over 56x56, whose 49-tap
+        patches would take 4 GB at batch 8) a 2D convolution over the ``B*T`` frames, which XLA:CPU runs
+        7x faster than the 3D one, with its kernel gradient as one GEMM per kernel row over width-only
+        patches (XLA:CPU's backward-filter convolution is the slowest part of all);
   * ``"auto"``: ``"gemm"`` on the CPU backend, ``"xla"`` elsewhere (cuDNN / the TPU convolution units are
     fastest with the conv op, and the GEMM forms would only add memory traffic there).
 
@@ -23,6 +25,7 @@ The functions here have ``lax.conv_general_dilated``'s signature and are passed 
 ``lax.conv_general_dilated`` unchanged.
 """
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -157,24 +160,66 @@ def gemm_conv_general_dilated(
     out = tuple((lhs.shape[1 + i] - kernel[i]) // strides[i] + 1 for i in range(nd))
     taps = math.prod(kernel)
     patch_bytes = lhs.shape[0] * math.prod(out) * taps * c_in * lhs.dtype.itemsize
-    if taps > 1 and patch_bytes > max_patch_bytes and nd >= 2 and kernel[0] == 1:
-        # Too large for im2col (the 7x7 stem): a 2D convolution over the frames, time folded into batch.
+    if taps > 1 and patch_bytes > max_patch_bytes and nd == 3 and kernel[0] == 1:
+        # Too large for im2col (the 7x7 stem): a 2D convolution over the frames, time folded into batch,
+        # whose kernel gradient is computed as GEMMs (XLA:CPU's backward-filter convolution is slow).
         x = lhs[:, :: strides[0]] if strides[0] != 1 else lhs
         b, t = x.shape[:2]
         frames = x.reshape((b * t,) + x.shape[2:])
-        spec = "N" + "HWD"[: nd - 1] + "C"
-        y = lax.conv_general_dilated(
-            frames,
-            rhs[0],
-            strides[1:],
-            "VALID",
-            dimension_numbers=(spec, "HWD"[: nd - 1] + "IO", spec),
-            precision=precision,
-        )
+        y = _frame_conv(frames, rhs[0], strides[1:], precision)
         return y.reshape((b, t) + y.shape[1:])
     cols = list(_window_slices(lhs, kernel, strides, out))
     patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
     return _matmul(patches, rhs.reshape(taps * c_in, c_out), precision)
+
+
+_FRAME_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _frame_conv_xla(x, w, strides, precision):
+    return lax.conv_general_dilated(
+        x, w, strides, "VALID", dimension_numbers=_FRAME_DN, precision=precision
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _frame_conv(x: jax.Array, w: jax.Array, strides: tuple[int, int], precision) -> jax.Array:
+    """VALID 2D convolution ``[N, H, W, C] * [kh, kw, C, C'] -> [N, H', W', C']`` (input already padded)."""
+    return _frame_conv_xla(x, w, strides, precision)
+
+
+def _frame_conv_fwd(x, w, strides, precision):
+    return _frame_conv(x, w, strides, precision), (x, w)
+
+
+def _frame_conv_bwd(strides, precision, res, dy):
+    x, w = res
+    kh, kw, c_in, c_out = w.shape
+    sh, sw = strides
+    ho, wo = dy.shape[1], dy.shape[2]
+    # Kernel gradient: im2col along the width only (kw * C channels), then one GEMM per kernel row:
+    # dW[i] = cols[:, i::sh][:ho]^T @ dy.
+    cols = jnp.concatenate(
+        [x[:, :, j : j + sw * (wo - 1) + 1 : sw] for j in range(kw)], axis=-1
+    )  # [N, H, wo, kw * C]
+    dy2 = dy.reshape(-1, c_out)
+    dw = jnp.stack(
+        [
+            jnp.dot(
+                cols[:, i : i + sh * (ho - 1) + 1 : sh].reshape(-1, kw * c_in).T,
+                dy2,
+                precision=precision,
+            )
+            for i in range(kh)
+        ]
+    ).reshape(w.shape)
+    # Input gradient: XLA's own transposed convolution (the stem never needs it: its input is data).
+    _, vjp = jax.vjp(lambda x: _frame_conv_xla(x, w, strides, precision), x)
+    (dx,) = vjp(dy)
+    return dx, dw.astype(w.dtype)
+
+
+_frame_conv.defvjp(_frame_conv_fwd, _frame_conv_bwd)
 
 
 def conv_fn(conv_impl: str):
