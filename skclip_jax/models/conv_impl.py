@@ -168,9 +168,18 @@ def gemm_conv_general_dilated(
         frames = x.reshape((b * t,) + x.shape[2:])
         y = _frame_conv(frames, rhs[0], strides[1:], precision)
         return y.reshape((b, t) + y.shape[1:])
-    cols = list(_window_slices(lhs, kernel, strides, out))
-    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
-    return _matmul(patches, rhs.reshape(taps * c_in, c_out), precision)
+
+    def im2col_matmul(x, w):
+        cols = list(_window_slices(x, kernel, strides, out))
+        patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+        return _matmul(patches, w, precision)
+
+    w = rhs.reshape(taps * c_in, c_out)
+    if taps == 1:
+        return im2col_matmul(lhs, w)
+    # Keep the (taps x larger) patches out of the saved activations: the backward pass rebuilds them from
+    # the input, which is saved anyway. Costs one more concatenation, saves GBs at the paper's sizes.
+    return jax.checkpoint(im2col_matmul)(lhs, w)
 
 
 _FRAME_DN = ("NHWC", "HWIO", "NHWC")
