@@ -25,6 +25,7 @@ from skclip_jax import (
     input_pipeline,
     metrics_io,
     plots,
+    prefetch,
     sharding,
     train,
 )
@@ -251,7 +252,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         jax.device_count(),
         dict(exp.mesh.shape),
     )
-    batches = input_pipeline.train_iterator(exp.info, config, start_step, exp.total_steps)
+    # Global batches are placed on the devices one step ahead (double buffering), from a background thread.
+    batches = prefetch.DevicePrefetcher(
+        input_pipeline.train_iterator(exp.info, config, start_step, exp.total_steps),
+        exp.mesh,
+        size=2,
+        start_position=start_step,
+    )
     buffer: list[tuple[int, dict]] = []
     last_eval: dict[str, float] = {}
     throughput = _Throughput(config.batch_size)
@@ -259,7 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     try:
         with _Preemption() as preemption:
             for step in range(start_step, exp.total_steps):
-                batch = sharding.make_global_batch(exp.mesh, next(batches))
+                batch = next(batches)
                 state, metrics = exp.steps.train(state, batch, exp.class_tokens, base_rng)
                 done = step + 1
                 buffer.append((done, metrics))
@@ -294,6 +301,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     break
     finally:
         # Also on an exception (a NaN loss): let pending asynchronous saves of good states finish.
+        batches.close()
         bar.close()
         manager.wait_until_finished()
         manager.close()
