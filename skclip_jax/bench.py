@@ -39,6 +39,7 @@ _PROFILE = flags.DEFINE_bool(
 _PROFILE_LAYERS = flags.DEFINE_bool(
     "profile_layers", True, "With --profile, also time each distinct conv and BatchNorm alone."
 )
+_PROFILE_REPS = flags.DEFINE_integer("profile_reps", 2, "With --profile, timed runs per part.")
 _PEER = flags.DEFINE_string("peer", None, "The PyTorch peer's result JSON, printed side by side.")
 _PEER_ALLOCATOR = flags.DEFINE_string(
     "peer_allocator", "jemalloc", "Which of the peer's allocator rows to compare with."
@@ -312,6 +313,7 @@ def main(argv):
             train_step_s=train_s / _STEPS.value,
             train_step_gflop=result.get("train_step_gflop", 0.0),
             layers=_PROFILE_LAYERS.value,
+            reps=_PROFILE_REPS.value,
         )
         print(bench_profile.format_table(prof), file=sys.stderr, flush=True)
         result["profile"] = prof
