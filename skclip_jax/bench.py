@@ -268,7 +268,7 @@ def main(argv):
         "peak_memory_mb": round(peak / 2**20, 1),
         "peak_memory_kind": peak_kind,
         "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
-        "conv_impl": conv_impl.resolve(config.model.slowonly.get("conv_impl", "auto")),
+        "conv_impl": conv_impl.resolve(config.model.slowonly.get("conv_impl", "xla")),
         "train_step_s": round(train_s / _STEPS.value, 3),
         "eval_step_s": round(eval_s / _STEPS.value, 3),
         # Process CPU seconds (user + system) per step: on a shared machine, wall time grows with

@@ -126,8 +126,8 @@ def test_slowonly_same_with_every_conv_impl(train):
     jax.tree.map(lambda a, b: close(a, b, 1e-4), g, g_ref)
 
 
-def test_default_is_auto_and_auto_is_gemm_on_cpu():
-    assert SlowOnly().conv_impl == "auto"
+def test_default_is_xla_and_auto_is_gemm_on_cpu():
+    assert SlowOnly().conv_impl == "xla"
     assert jax.default_backend() == "cpu" and conv_impl.resolve("auto") == "gemm"
     assert conv_impl.conv_fn("auto") is conv_impl.gemm_conv_general_dilated
     assert conv_impl.conv_fn("xla") is None

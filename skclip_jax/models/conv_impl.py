@@ -206,22 +206,20 @@ def _frame_conv_bwd(strides, precision, res, dy):
     kh, kw, c_in, c_out = w.shape
     sh, sw = strides
     ho, wo = dy.shape[1], dy.shape[2]
-    # Kernel gradient: im2col along the width only (kw * C channels), then one GEMM per kernel row:
-    # dW[i] = cols[:, i::sh][:ho]^T @ dy.
+    # Kernel gradient: im2col along the width only (kw * C channels), then one GEMM per kernel row,
+    # dW[i] = cols[:, i::sh][:ho]^T @ dy, in a loop so that one row's patches are alive at a time.
     cols = jnp.concatenate(
         [x[:, :, j : j + sw * (wo - 1) + 1 : sw] for j in range(kw)], axis=-1
     )  # [N, H, wo, kw * C]
     dy2 = dy.reshape(-1, c_out)
-    dw = jnp.stack(
-        [
-            jnp.dot(
-                cols[:, i : i + sh * (ho - 1) + 1 : sh].reshape(-1, kw * c_in).T,
-                dy2,
-                precision=precision,
-            )
-            for i in range(kh)
-        ]
-    ).reshape(w.shape)
+
+    def row(i):
+        rows = lax.dynamic_slice_in_dim(cols, i, sh * (ho - 1) + 1, axis=1)[:, ::sh]
+        return lax.dot_general(
+            rows.reshape(-1, kw * c_in), dy2, (((0,), (0,)), ((), ())), precision=precision
+        )
+
+    dw = lax.map(row, jnp.arange(kh)).reshape(w.shape)
     # Input gradient: XLA's own transposed convolution (the stem never needs it: its input is data).
     _, vjp = jax.vjp(lambda x: _frame_conv_xla(x, w, strides, precision), x)
     (dx,) = vjp(dy)

@@ -130,9 +130,9 @@ class SlowOnly(nn.Module):
         True, but SkeletonCLIP++ never calls the backbone's ``init_weights``, so its effective
         setting (and ours) is False.
       dtype: compute dtype; parameters stay float32.
-      conv_impl: how the convolutions are computed (``conv_impl.CONV_IMPLS``): ``"auto"`` (GEMM
-        formulations on CPU, XLA's conv op elsewhere), ``"xla"`` or ``"gemm"``. Same parameters and,
-        up to float rounding, the same results either way.
+      conv_impl: how the convolutions are computed (``conv_impl.CONV_IMPLS``): ``"xla"`` (default),
+        ``"gemm"`` (GEMM formulations, faster on CPU) or ``"auto"`` (gemm on CPU, xla elsewhere). Same
+        parameters and, up to float rounding, the same results either way.
     """
 
     in_channels: int = 17
@@ -144,7 +144,7 @@ class SlowOnly(nn.Module):
     conv1_kernel: tuple[int, int, int] = (1, 7, 7)
     zero_init_residual: bool = False
     dtype: Dtype = jnp.float32
-    conv_impl: str = "auto"
+    conv_impl: str = "xla"
 
     @property
     def feat_dim(self) -> int:
