@@ -3,11 +3,20 @@ r"""Step throughput benchmark: `python -m skclip_jax.bench --config=configs/ucf1
 Prints one JSON line: train-step and eval clips/s on random keypoint batches of the config's shapes (so the input
 pipeline is not measured), compile times apart, peak memory and the device kind. Not a test: run it on the machine
 whose figures you want.
+
+  --profile     also time every part of the train step on its own (`bench_profile`): rendering, the backbone
+                forward / backward and each of its distinct convolutions and BatchNorms, the BERT text and
+                fusion passes, the optimizer; a table goes to stderr, the figures into the JSON line.
+  --peer=FILE   the PyTorch peer's JSON (`../shared/peer/peer_torch.py`'s output): prints both sides' figures
+                at this batch size side by side (a Markdown table on stderr, `peer` and `ratio` in the JSON).
+                The peer's eval step is B single-view 56x56 clips; compare with
+                `--eval_batch_size=8 --config.data.num_test_clips=1 --config.data.test_size=56`.
 """
 
 import json
 import os
 import resource
+import sys
 import time
 
 from absl import app, flags
@@ -24,6 +33,17 @@ _EVAL_BATCH = flags.DEFINE_integer(
 )
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after the compile step.")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 101, "Number of class prompts.")
+_PROFILE = flags.DEFINE_bool(
+    "profile", False, "Time the parts of the train step (see bench_profile)."
+)
+_PROFILE_LAYERS = flags.DEFINE_bool(
+    "profile_layers", True, "With --profile, also time each distinct conv and BatchNorm alone."
+)
+_PROFILE_REPS = flags.DEFINE_integer("profile_reps", 2, "With --profile, timed runs per part.")
+_PEER = flags.DEFINE_string("peer", None, "The PyTorch peer's result JSON, printed side by side.")
+_PEER_ALLOCATOR = flags.DEFINE_string(
+    "peer_allocator", "jemalloc", "Which of the peer's allocator rows to compare with."
+)
 
 
 def random_batch(rng, batch, views, config, size):
@@ -41,11 +61,116 @@ def random_batch(rng, batch, views, config, size):
     return out
 
 
+# Dense peak FLOP/s per device (vendor data sheets; fp32 matmuls run as TF32 on GPUs by default).
+_PEAK_TFLOPS = {
+    ("H100", "bfloat16"): 989.4,
+    ("H100", "float32"): 494.7,
+    ("H200", "bfloat16"): 989.4,
+    ("H200", "float32"): 494.7,
+    ("A100", "bfloat16"): 312.0,
+    ("A100", "float32"): 156.0,
+    ("L4", "bfloat16"): 121.0,
+    ("L4", "float32"): 60.0,
+    ("TPU v4", "bfloat16"): 275.0,
+    ("TPU v5 lite", "bfloat16"): 197.0,
+    ("TPU v5p", "bfloat16"): 459.0,
+}
+
+
+def device_peak_flops(device, dtype: str) -> float | None:
+    """The device's dense peak FLOP/s for ``dtype`` from ``_PEAK_TFLOPS``; None when unknown (CPUs)."""
+    kind = device.device_kind
+    for (name, dt), tflops in _PEAK_TFLOPS.items():
+        if name in kind and dt == dtype:
+            return tflops * 1e12
+    return None
+
+
+def executable_figures(prefix: str, compiled, step_s: float) -> dict:
+    """FLOPs (XLA's cost analysis) and buffer sizes (memory analysis) of a compiled step."""
+    out = {}
+    try:
+        analysis = compiled.cost_analysis()
+        if isinstance(analysis, (list, tuple)):
+            analysis = analysis[0] if analysis else {}
+        flops = float((analysis or {}).get("flops", 0.0))
+        out[f"{prefix}_step_gflop"] = round(flops / 1e9, 1)
+        out[f"{prefix}_achieved_gflop_per_s"] = round(flops / 1e9 / step_s, 1)
+    except Exception as e:  # not every backend implements it
+        out[f"{prefix}_cost_analysis_error"] = repr(e)
+    try:
+        mem = compiled.memory_analysis()
+        out[f"{prefix}_temp_mb"] = round(mem.temp_size_in_bytes / 2**20, 1)
+        out[f"{prefix}_argument_mb"] = round(mem.argument_size_in_bytes / 2**20, 1)
+        out[f"{prefix}_output_mb"] = round(mem.output_size_in_bytes / 2**20, 1)
+    except Exception as e:
+        out[f"{prefix}_memory_analysis_error"] = repr(e)
+    return out
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def load_peer(path: str, batch: int, allocator: str) -> dict:
+    """The peer's figures at ``batch`` from its JSON (``train_eval[allocator][str(batch)]``)."""
+    with open(path) as f:
+        peer = json.load(f)
+    rows = peer.get("train_eval", {})
+    if allocator not in rows:
+        raise ValueError(f"{path}: no {allocator!r} rows; has {sorted(rows)}")
+    if str(batch) not in rows[allocator]:
+        raise ValueError(
+            f"{path}: no batch size {batch} under {allocator!r}; has {sorted(rows[allocator], key=int)}"
+        )
+    r = rows[allocator][str(batch)]
+    return {
+        "source": os.path.abspath(path),
+        "allocator": allocator,
+        "cpu": peer.get("cpu"),
+        "torch": peer.get("versions", {}).get("torch"),
+        "batch_size": batch,
+        "train_clips_per_sec": r["train_clips_per_s"],
+        "train_step_s": r["train_step_s_median"],
+        "eval_clips_per_sec": batch / r["eval_step_s_median"],
+        "eval_step_s": r["eval_step_s_median"],
+        "peak_rss_mb": max(r["peak_rss_train_mib"], r.get("peak_rss_after_eval_mib", 0.0)),
+        "train_step_gflop": r["train_step_flops"] / 1e9,
+    }
+
+
+def side_by_side(ours: dict, peer: dict) -> str:
+    """A Markdown table of both sides' figures (the README's benchmark table)."""
+    rows = [
+        ("train clips/s", "train_clips_per_sec", "{:.2f}"),
+        ("train step s", "train_step_s", "{:.2f}"),
+        ("eval clips/s", "eval_clips_per_sec", "{:.2f}"),
+        ("eval step s", "eval_step_s", "{:.2f}"),
+        ("peak RSS MiB", "peak_rss_mb", "{:.0f}"),
+    ]
+    lines = [
+        f"| B={ours['batch_size']} | skclip_jax ({ours['device_kind']}) | PyTorch peer "
+        f"({peer['torch']}, {peer['allocator']}) | ratio |",
+        "|---|---|---|---|",
+    ]
+    for label, key, fmt in rows:
+        a, b = ours.get(key), peer.get(key)
+        ratio = f"{a / b:.2f}" if a and b else ""
+        lines.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {ratio} |")
+    return "\n".join(lines)
+
+
 def peak_memory_bytes(device) -> tuple[int | None, str]:
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and "peak_bytes_in_use" in stats:
         return int(stats["peak_bytes_in_use"]), "device peak_bytes_in_use"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host max RSS (CPU backend)"
+    return peak_rss_bytes(), "host max RSS (CPU backend)"
 
 
 def main(argv):
@@ -56,7 +181,7 @@ def main(argv):
     import numpy as np
 
     from skclip_jax import sharding, train
-    from skclip_jax.models import text
+    from skclip_jax.models import conv_impl, text
 
     config = _CONFIG.value
     batch = _BATCH.value or config.batch_size
@@ -94,15 +219,21 @@ def main(argv):
         for _ in range(2)
     ]
 
+    # Compiled ahead of time, so compile time, XLA's cost analysis (FLOPs) and its memory analysis come
+    # from the very executable that is timed.
     t0 = time.perf_counter()
-    state, metrics = steps.train(state, batches[0], class_tokens, key)
-    jax.block_until_ready(metrics)
+    train_exec = steps.train.lower(state, batches[0], class_tokens, key).compile()
     train_compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
+    state, metrics = train_exec(state, batches[0], class_tokens, key)
+    jax.block_until_ready(metrics)
+    train_first_s = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     for i in range(_STEPS.value):
-        state, metrics = steps.train(state, batches[i % 2], class_tokens, key)
+        state, metrics = train_exec(state, batches[i % 2], class_tokens, key)
     jax.block_until_ready((state, metrics))
     train_s = time.perf_counter() - t0
+    train_cpu_s = _cpu_seconds() - c0
 
     views = config.data.num_test_clips
     eval_batch_arrays = sharding.make_global_batch(
@@ -110,34 +241,84 @@ def main(argv):
     )
     class_feats = steps.encode_classes(state, class_tokens)
     t0 = time.perf_counter()
-    jax.block_until_ready(steps.eval(state, eval_batch_arrays, class_feats))
+    eval_exec = steps.eval.lower(state, eval_batch_arrays, class_feats).compile()
     eval_compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    jax.block_until_ready(eval_exec(state, eval_batch_arrays, class_feats))
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     for _ in range(_STEPS.value):
-        out = steps.eval(state, eval_batch_arrays, class_feats)
+        out = eval_exec(state, eval_batch_arrays, class_feats)
     jax.block_until_ready(out)
     eval_s = time.perf_counter() - t0
+    eval_cpu_s = _cpu_seconds() - c0
 
     peak, peak_kind = peak_memory_bytes(jax.devices()[0])
-    print(
-        json.dumps(
-            {
-                "device_kind": jax.devices()[0].device_kind,
-                "num_devices": jax.device_count(),
-                "dtype": config.model.dtype,
-                "batch_size": batch,
-                "clip_len": config.data.clip_len,
-                "train_size": config.data.train_size,
-                "train_clips_per_sec": round(batch * _STEPS.value / train_s, 2),
-                "train_compile_s": round(train_compile_s, 2),
-                "eval_videos_per_sec": round(eval_batch * _STEPS.value / eval_s, 2),
-                "eval_clips_per_sec": round(eval_batch * views * _STEPS.value / eval_s, 2),
-                "eval_compile_s": round(eval_compile_s, 2),
-                "peak_memory_mb": round(peak / 2**20, 1),
-                "peak_memory_kind": peak_kind,
-            }
+    result = {
+        "device_kind": jax.devices()[0].device_kind,
+        "num_devices": jax.device_count(),
+        "dtype": config.model.dtype,
+        "batch_size": batch,
+        "clip_len": config.data.clip_len,
+        "train_size": config.data.train_size,
+        "train_clips_per_sec": round(batch * _STEPS.value / train_s, 2),
+        "train_compile_s": round(train_compile_s, 2),
+        "train_first_step_s": round(train_first_s, 2),
+        "eval_videos_per_sec": round(eval_batch * _STEPS.value / eval_s, 2),
+        "eval_clips_per_sec": round(eval_batch * views * _STEPS.value / eval_s, 2),
+        "eval_compile_s": round(eval_compile_s, 2),
+        "peak_memory_mb": round(peak / 2**20, 1),
+        "peak_memory_kind": peak_kind,
+        "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
+        "conv_impl": conv_impl.resolve(config.model.slowonly.get("conv_impl", "xla")),
+        "train_step_s": round(train_s / _STEPS.value, 3),
+        "eval_step_s": round(eval_s / _STEPS.value, 3),
+        # Process CPU seconds (user + system) per step: on a shared machine, wall time grows with
+        # other processes' load, CPU time much less.
+        "train_step_cpu_s": round(train_cpu_s / _STEPS.value, 3),
+        "eval_step_cpu_s": round(eval_cpu_s / _STEPS.value, 3),
+        "loadavg_1min": round(os.getloadavg()[0], 2),
+    }
+    stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        result["device_memory_limit_mb"] = round(stats["bytes_limit"] / 2**20, 1)
+    result.update(executable_figures("train", train_exec, train_s / _STEPS.value))
+    result.update(executable_figures("eval", eval_exec, eval_s / _STEPS.value))
+    peak_flops = device_peak_flops(jax.devices()[0], config.model.dtype)
+    if peak_flops:
+        result["device_peak_tflops"] = peak_flops / 1e12
+        result["train_mfu"] = round(
+            result["train_step_gflop"]
+            * 1e9
+            / (train_s / _STEPS.value)
+            / (peak_flops * jax.device_count()),
+            4,
         )
-    )
+    if _PEER.value:
+        peer = load_peer(_PEER.value, batch, _PEER_ALLOCATOR.value)
+        ours = dict(result, eval_clips_per_sec=result["eval_clips_per_sec"])
+        result["peer"] = peer
+        result["ratio"] = {
+            k: round(result[k] / peer[k], 3)
+            for k in ("train_clips_per_sec", "eval_clips_per_sec", "peak_rss_mb")
+        }
+        print(side_by_side(ours, peer), file=sys.stderr, flush=True)
+    if _PROFILE.value:
+        from skclip_jax import bench_profile
+
+        prof = bench_profile.profile(
+            model=model,
+            state=state,
+            opts=train.StepOptions.from_config(config),
+            batch=batches[0],
+            class_tokens=class_tokens,
+            train_step_s=train_s / _STEPS.value,
+            train_step_gflop=result.get("train_step_gflop", 0.0),
+            layers=_PROFILE_LAYERS.value,
+            reps=_PROFILE_REPS.value,
+        )
+        print(bench_profile.format_table(prof), file=sys.stderr, flush=True)
+        result["profile"] = prof
+        result["peak_rss_mb_after_profile"] = round(peak_rss_bytes() / 2**20, 1)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

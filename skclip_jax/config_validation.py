@@ -12,6 +12,7 @@ import ml_collections
 
 MAPPINGS = ("linear", "residual")
 MATCH_HEADS = ("linear", "mlp")
+CONV_IMPLS = ("auto", "xla", "gemm")  # skclip_jax.models.conv_impl.CONV_IMPLS
 ACTIVATIONS = ("softmax", "sigmoid", "mean")
 TEXT_REGIMES = ("finetune", "frozen", "random")
 SSM_TARGETS = ("batch", "all_classes")
@@ -179,6 +180,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "must be 3 positive sizes (T, H, W)",
         f"--config.{s}.conv1_kernel='(1, 7, 7)'",
     )
+    one_of(f"{s}.conv_impl", CONV_IMPLS)
     nonempty_str(
         "model.text.bert_dir",
         "--config.model.text.bert_dir=pretrained/bert-base-uncased (a local Hugging Face BERT "

@@ -508,6 +508,7 @@ def build_model(
             spatial_strides=tuple(s.spatial_strides),
             temporal_strides=tuple(s.temporal_strides),
             conv1_kernel=tuple(s.conv1_kernel),
+            conv_impl=s.get("conv_impl", "xla"),
         ),
         bert_config=bert_config,
         enc_token_id=enc_token_id,

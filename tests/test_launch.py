@@ -1,8 +1,10 @@
 """The launch scripts' --dry_run output: the exact training command each would run."""
 
+import json
 import os
 import shlex
 import subprocess
+import sys
 
 import pytest
 
@@ -159,3 +161,47 @@ def test_help_and_strict_mode(script):
     assert out.returncode == 0 and "Usage" in out.stdout and "--dry_run" in out.stdout
     with open(os.path.join(REPO, "launch", script)) as f:
         assert "set -euo pipefail" in f.read()
+
+
+def test_gpu_check_cpu_dry_run(tmp_path):
+    """launch/gpu_check.sh --cpu --dry_run prints every stage's command and runs nothing."""
+    out_file = tmp_path / "check.json"
+    out = run(
+        "gpu_check.sh",
+        "--cpu",
+        "--dry_run",
+        f"--out={out_file}",
+        env={"PYTHON": os.environ.get("PYTHON", sys.executable)},
+    )
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["cpu"] is True and plan["out"] == str(out_file)
+    stages = [s["stage"] for s in plan["stages"]]
+    assert stages == [
+        "env",
+        "bench_float32_b8",
+        "bench_float32_max_batch",
+        "bench_bfloat16_b8",
+        "bench_bfloat16_max_batch",
+        "pipeline_workers_0",
+        "pipeline_workers_1",
+        "train",
+    ]
+    bench = plan["stages"][1]["command"]
+    assert bench[1:3] == ["-m", "skclip_jax.bench"] and "--config=configs/demo.py:tiny" in bench
+    assert not out_file.exists()  # a dry run writes nothing
+
+
+def test_gpu_check_gpu_plan_uses_paper_sizes():
+    out = run("gpu_check.sh", "--dry_run", "--bert_dir=/b", env={"PYTHON": sys.executable})
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    stages = {s["stage"]: s.get("command") for s in plan["stages"]}
+    assert "--config=configs/ucf101.py" in stages["bench_bfloat16_b32"]
+    assert "--config.model.text.bert_dir=/b" in stages["bench_bfloat16_b32"]
+    assert [k for k in stages if k.startswith("pipeline")] == [
+        "pipeline_workers_0",
+        "pipeline_workers_4",
+        "pipeline_workers_12",
+    ]
+    assert "--config=configs/penn_action.py" in stages["train"]

@@ -24,6 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from skclip_jax.models import conv_impl as conv_impls
+
 Dtype = Any
 
 # mmcv's ConvModule re-initialises its conv with kaiming_normal (fan_out, relu gain); SkeletonCLIP++
@@ -46,6 +48,7 @@ class ConvBN(nn.Module):
     relu: bool = True
     zero_scale: bool = False
     dtype: Dtype = jnp.float32
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -57,6 +60,7 @@ class ConvBN(nn.Module):
             use_bias=False,
             kernel_init=_conv_init,
             dtype=self.dtype,
+            conv_general_dilated=conv_impls.conv_fn(self.conv_impl),
             name="conv",
         )(x)
         x = nn.BatchNorm(
@@ -88,11 +92,12 @@ class Bottleneck3d(nn.Module):
     downsample: bool = False
     zero_init_residual: bool = False
     dtype: Dtype = jnp.float32
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         t, s = self.strides
-        conv = partial(ConvBN, dtype=self.dtype)
+        conv = partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl)
         y = conv(self.planes, (3 if self.inflate else 1, 1, 1), name="conv1")(x, train)
         y = conv(self.planes, (1, 3, 3), (t, s, s), name="conv2")(y, train)
         y = conv(
@@ -125,6 +130,9 @@ class SlowOnly(nn.Module):
         True, but SkeletonCLIP++ never calls the backbone's ``init_weights``, so its effective
         setting (and ours) is False.
       dtype: compute dtype; parameters stay float32.
+      conv_impl: how the convolutions are computed (``conv_impl.CONV_IMPLS``): ``"xla"`` (default),
+        ``"gemm"`` (GEMM formulations, faster on CPU) or ``"auto"`` (gemm on CPU, xla elsewhere). Same
+        parameters and, up to float rounding, the same results either way.
     """
 
     in_channels: int = 17
@@ -136,6 +144,7 @@ class SlowOnly(nn.Module):
     conv1_kernel: tuple[int, int, int] = (1, 7, 7)
     zero_init_residual: bool = False
     dtype: Dtype = jnp.float32
+    conv_impl: str = "xla"
 
     @property
     def feat_dim(self) -> int:
@@ -166,7 +175,10 @@ class SlowOnly(nn.Module):
                 f"SlowOnly expects [B, T, H, W, {self.in_channels}] heatmaps, got shape {x.shape}"
             )
         x = x.astype(self.dtype)
-        x = ConvBN(self.base_channels, self.conv1_kernel, dtype=self.dtype, name="conv1")(x, train)
+        impl = conv_impls.resolve(self.conv_impl)
+        x = ConvBN(
+            self.base_channels, self.conv1_kernel, dtype=self.dtype, conv_impl=impl, name="conv1"
+        )(x, train)
         x = nn.max_pool(x, (1, 3, 3), strides=(1, 1, 1), padding=((0, 0), (1, 1), (1, 1)))
 
         in_width = self.base_channels
@@ -189,6 +201,7 @@ class SlowOnly(nn.Module):
                     downsample=downsample and first,
                     zero_init_residual=self.zero_init_residual,
                     dtype=self.dtype,
+                    conv_impl=impl,
                     name=f"layer{i + 1}_{j}",
                 )(x, train)
             in_width = EXPANSION * planes

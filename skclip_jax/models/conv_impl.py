@@ -1,0 +1,235 @@
+"""How SlowOnly's 3D convolutions are computed: XLA's conv op, or GEMM formulations that are faster on CPU.
+
+Selected by ``model.slowonly.conv_impl`` (``SlowOnly.conv_impl``):
+  * ``"xla"``: ``lax.conv_general_dilated`` over ``[B, T, H, W, C]``, what ``nn.Conv`` does by default;
+  * ``"gemm"``: the same convolution as matrix products, which XLA:CPU runs through its GEMM (Eigen) at several
+    times the speed of its 3D convolution, forward and backward:
+
+      - ``1x1x1`` (any stride): strided slice, then one ``[N, C] @ [C, C']`` product;
+      - ``kx1x1`` (SlowOnly's inflated ``3x1x1``): the ``k`` time-shifted copies side by side on the channel axis
+        (im2col along time), then one ``[N, kC] @ [kC, C']`` product;
+      - ``1xkxk`` (spatial, strided or not): im2col over the ``k*k`` window, then one product, when the
+        patches stay small (at most ``max_patch_bytes``); otherwise (the 7x7 stem over 56x56, whose 49-tap
+        patches would take 4 GB at batch 8) a 2D convolution over the ``B*T`` frames, which XLA:CPU runs
+        7x faster than the 3D one, with its kernel gradient as one GEMM per kernel row over width-only
+        patches (XLA:CPU's backward-filter convolution is the slowest part of all);
+  * ``"auto"``: ``"gemm"`` on the CPU backend, ``"xla"`` elsewhere (cuDNN / the TPU convolution units are
+    fastest with the conv op, and the GEMM forms would only add memory traffic there).
+
+Every formulation computes the same sums as the conv op (tests/test_conv_impl.py checks forward and gradients
+against ``nn.Conv``); only the order of the floating-point additions differs. Parameters are the same
+``[kt, kh, kw, C, C']`` kernel either way, so checkpoints do not depend on the choice.
+
+The functions here have ``lax.conv_general_dilated``'s signature and are passed to ``nn.Conv`` as its
+``conv_general_dilated`` field; anything they do not handle (dilation, groups, other layouts) goes to
+``lax.conv_general_dilated`` unchanged.
+"""
+
+import functools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+CONV_IMPLS = ("auto", "xla", "gemm")
+
+# im2col patches above this size use the 2D-conv fallback instead (per call, in the compute dtype).
+MAX_PATCH_BYTES = 1 << 30
+
+
+def resolve(conv_impl: str, backend: str | None = None) -> str:
+    """Maps ``"auto"`` to ``"gemm"`` on CPU and ``"xla"`` on other backends; checks the name.
+
+    Args:
+      conv_impl: one of ``CONV_IMPLS``.
+      backend: a ``jax.default_backend()`` name; default: the current one.
+
+    Returns:
+      ``"xla"`` or ``"gemm"``.
+    """
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
+    if conv_impl != "auto":
+        return conv_impl
+    backend = backend or jax.default_backend()
+    return "gemm" if backend == "cpu" else "xla"
+
+
+def _is_channels_last(dimension_numbers, ndim: int) -> bool:
+    if dimension_numbers is None:
+        return False
+    dn = lax.conv_dimension_numbers((1,) * ndim, (1,) * ndim, dimension_numbers)
+    spatial = tuple(range(1, ndim - 1))
+    return (
+        dn.lhs_spec == (0, ndim - 1) + spatial
+        and dn.rhs_spec == (ndim - 1, ndim - 2) + tuple(range(ndim - 2))
+        and dn.out_spec == (0, ndim - 1) + spatial
+    )
+
+
+def _explicit_padding(padding, ndim: int) -> list[tuple[int, int]] | None:
+    if isinstance(padding, str):
+        return None
+    padding = [tuple(int(v) for v in p) for p in padding]
+    return padding if len(padding) == ndim else None
+
+
+def _matmul(x: jax.Array, w: jax.Array, precision) -> jax.Array:
+    """``[..., K] @ [K, C']`` as one 2D GEMM (a reshape of a contiguous array is free)."""
+    lead = x.shape[:-1]
+    y = jnp.dot(x.reshape(-1, x.shape[-1]), w, precision=precision)
+    return y.reshape(lead + (w.shape[-1],))
+
+
+def _window_slices(x: jax.Array, kernel: Sequence[int], strides: Sequence[int], out: Sequence[int]):
+    """For each kernel offset (row-major over the kernel dims), the strided input slice it multiplies."""
+    nd = len(kernel)
+    for offset in _offsets(kernel):
+        start = (0,) + tuple(offset) + (0,)
+        limit = (
+            (x.shape[0],)
+            + tuple(offset[i] + strides[i] * (out[i] - 1) + 1 for i in range(nd))
+            + (x.shape[-1],)
+        )
+        yield lax.slice(x, start, limit, (1,) + tuple(strides) + (1,))
+
+
+def _offsets(kernel: Sequence[int]):
+    if not kernel:
+        yield ()
+        return
+    for a in range(kernel[0]):
+        for rest in _offsets(kernel[1:]):
+            yield (a,) + rest
+
+
+def gemm_conv_general_dilated(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding,
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision=None,
+    preferred_element_type=None,
+    max_patch_bytes: int = MAX_PATCH_BYTES,
+) -> jax.Array:
+    """``lax.conv_general_dilated`` for channels-last inputs, as GEMMs (see the module docstring).
+
+    Handles ``[B, *spatial, C]`` inputs with ``[*kernel, C, C']`` kernels, explicit padding, any strides, no
+    dilation, no groups; everything else is passed to ``lax.conv_general_dilated``.
+
+    Returns:
+      ``[B, *out_spatial, C']``, as ``lax.conv_general_dilated`` would.
+    """
+    nd = lhs.ndim - 2
+    pads = _explicit_padding(padding, nd)
+    simple = (
+        _is_channels_last(dimension_numbers, lhs.ndim)
+        and pads is not None
+        and all(d == 1 for d in (lhs_dilation or (1,) * nd))
+        and all(d == 1 for d in (rhs_dilation or (1,) * nd))
+        and feature_group_count == 1
+        and batch_group_count == 1
+        and preferred_element_type is None
+    )
+    if not simple:
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count,
+            batch_group_count=batch_group_count,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
+    kernel = tuple(rhs.shape[:nd])
+    strides = tuple(window_strides)
+    c_in, c_out = rhs.shape[-2], rhs.shape[-1]
+    if any(p != (0, 0) for p in pads):
+        lhs = jnp.pad(lhs, [(0, 0)] + pads + [(0, 0)])
+    out = tuple((lhs.shape[1 + i] - kernel[i]) // strides[i] + 1 for i in range(nd))
+    taps = math.prod(kernel)
+    patch_bytes = lhs.shape[0] * math.prod(out) * taps * c_in * lhs.dtype.itemsize
+    if taps > 1 and patch_bytes > max_patch_bytes and nd == 3 and kernel[0] == 1:
+        # Too large for im2col (the 7x7 stem): a 2D convolution over the frames, time folded into batch,
+        # whose kernel gradient is computed as GEMMs (XLA:CPU's backward-filter convolution is slow).
+        x = lhs[:, :: strides[0]] if strides[0] != 1 else lhs
+        b, t = x.shape[:2]
+        frames = x.reshape((b * t,) + x.shape[2:])
+        y = _frame_conv(frames, rhs[0], strides[1:], precision)
+        return y.reshape((b, t) + y.shape[1:])
+
+    def im2col_matmul(x, w):
+        cols = list(_window_slices(x, kernel, strides, out))
+        patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+        return _matmul(patches, w, precision)
+
+    w = rhs.reshape(taps * c_in, c_out)
+    if taps == 1:
+        return im2col_matmul(lhs, w)
+    # Keep the (taps x larger) patches out of the saved activations: the backward pass rebuilds them from
+    # the input, which is saved anyway. Costs one more concatenation, saves GBs at the paper's sizes.
+    return jax.checkpoint(im2col_matmul)(lhs, w)
+
+
+_FRAME_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _frame_conv_xla(x, w, strides, precision):
+    return lax.conv_general_dilated(
+        x, w, strides, "VALID", dimension_numbers=_FRAME_DN, precision=precision
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _frame_conv(x: jax.Array, w: jax.Array, strides: tuple[int, int], precision) -> jax.Array:
+    """VALID 2D convolution ``[N, H, W, C] * [kh, kw, C, C'] -> [N, H', W', C']`` (input already padded)."""
+    return _frame_conv_xla(x, w, strides, precision)
+
+
+def _frame_conv_fwd(x, w, strides, precision):
+    return _frame_conv(x, w, strides, precision), (x, w)
+
+
+def _frame_conv_bwd(strides, precision, res, dy):
+    x, w = res
+    kh, kw, c_in, c_out = w.shape
+    sh, sw = strides
+    ho, wo = dy.shape[1], dy.shape[2]
+    # Kernel gradient: im2col along the width only (kw * C channels), then one GEMM per kernel row,
+    # dW[i] = cols[:, i::sh][:ho]^T @ dy, in a loop so that one row's patches are alive at a time.
+    cols = jnp.concatenate(
+        [x[:, :, j : j + sw * (wo - 1) + 1 : sw] for j in range(kw)], axis=-1
+    )  # [N, H, wo, kw * C]
+    dy2 = dy.reshape(-1, c_out)
+
+    def row(i):
+        rows = lax.dynamic_slice_in_dim(cols, i, sh * (ho - 1) + 1, axis=1)[:, ::sh]
+        return lax.dot_general(
+            rows.reshape(-1, kw * c_in), dy2, (((0,), (0,)), ((), ())), precision=precision
+        )
+
+    dw = lax.map(row, jnp.arange(kh)).reshape(w.shape)
+    # Input gradient: XLA's own transposed convolution (the stem never needs it: its input is data).
+    _, vjp = jax.vjp(lambda x: _frame_conv_xla(x, w, strides, precision), x)
+    (dx,) = vjp(dy)
+    return dx, dw.astype(w.dtype)
+
+
+_frame_conv.defvjp(_frame_conv_fwd, _frame_conv_bwd)
+
+
+def conv_fn(conv_impl: str):
+    """The ``conv_general_dilated`` callable for ``nn.Conv`` (``None`` = Flax's default, the XLA conv op)."""
+    impl = resolve(conv_impl)
+    return gemm_conv_general_dilated if impl == "gemm" else None

@@ -1,0 +1,133 @@
+"""The GEMM formulations of SlowOnly's convolutions equal nn.Conv (forward and gradients)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from skclip_jax.models import conv_impl
+from skclip_jax.models.slowonly import SlowOnly, SlowOnlyTiny
+
+# (input shape [B, T, H, W, C], kernel, strides, features): every kind of conv SlowOnly has, small.
+CASES = [
+    ((2, 4, 9, 9, 3), (1, 7, 7), (1, 1, 1), 4),  # stem
+    ((2, 4, 8, 8, 5), (1, 1, 1), (1, 1, 1), 6),
+    ((2, 4, 8, 8, 5), (1, 1, 1), (1, 2, 2), 6),  # projection shortcut
+    ((2, 4, 7, 7, 5), (1, 1, 1), (2, 2, 2), 6),  # odd sizes, temporal stride
+    ((2, 4, 8, 8, 5), (3, 1, 1), (1, 1, 1), 6),  # inflated first conv
+    ((2, 4, 8, 8, 5), (1, 3, 3), (1, 1, 1), 6),
+    ((2, 4, 8, 8, 5), (1, 3, 3), (1, 2, 2), 6),
+    ((2, 5, 7, 7, 5), (1, 3, 3), (2, 2, 2), 6),  # odd sizes, temporal + spatial stride
+    ((1, 4, 6, 6, 3), (3, 3, 3), (1, 2, 1), 2),  # a full 3D kernel (not in SlowOnly) still matches
+]
+
+
+def _conv(kernel, strides, features, fn=None, **kwargs):
+    return nn.Conv(
+        features,
+        kernel,
+        strides=strides,
+        padding=[((k - 1) // 2, (k - 1) // 2) for k in kernel],
+        use_bias=False,
+        conv_general_dilated=fn,
+        **kwargs,
+    )
+
+
+# max_patch_bytes=0 forces the 2D-conv fallback, which only 1xkxk kernels (k > 1) take.
+PARAMS = [(*case, conv_impl.MAX_PATCH_BYTES) for case in CASES] + [
+    (*case, 0) for case in CASES if case[1][0] == 1 and case[1] != (1, 1, 1)
+]
+
+
+@pytest.mark.parametrize("shape,kernel,strides,features,max_patch_bytes", PARAMS)
+def test_gemm_conv_equals_nn_conv(shape, kernel, strides, features, max_patch_bytes):
+    """Forward and gradients w.r.t. input and kernel; max_patch_bytes=0 forces the 2D-conv fallback."""
+
+    def gemm(*args, **kwargs):
+        return conv_impl.gemm_conv_general_dilated(*args, max_patch_bytes=max_patch_bytes, **kwargs)
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(shape, np.float32))
+    ref_conv = _conv(kernel, strides, features)
+    new_conv = _conv(kernel, strides, features, gemm)
+    params = ref_conv.init(jax.random.key(1), x)
+    assert jax.tree.map(jnp.shape, new_conv.init(jax.random.key(1), x)) == jax.tree.map(
+        jnp.shape, params
+    )
+    y_ref = ref_conv.apply(params, x)
+    y = new_conv.apply(params, x)
+    assert y.shape == y_ref.shape
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+
+    cot = jnp.asarray(rng.standard_normal(y_ref.shape, np.float32))
+
+    def grads(conv):
+        return jax.grad(lambda p, x: jnp.sum(conv.apply(p, x) * cot), argnums=(0, 1))(params, x)
+
+    (gp_ref, gx_ref), (gp, gx) = grads(ref_conv), grads(new_conv)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        gp["params"]["kernel"], gp_ref["params"]["kernel"], rtol=1e-5, atol=1e-4
+    )
+
+
+def test_other_layouts_fall_back_to_lax():
+    """Dilation, groups and NCHW layouts are not reformulated: they give exactly lax's result."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((1, 4, 6, 6, 4), np.float32))
+    for kwargs in ({"kernel_dilation": (1, 2, 2)}, {"feature_group_count": 2}):
+        ref = _conv((1, 3, 3), (1, 1, 1), 4, **kwargs)
+        new = _conv((1, 3, 3), (1, 1, 1), 4, conv_impl.gemm_conv_general_dilated, **kwargs)
+        params = ref.init(jax.random.key(0), x)
+        np.testing.assert_array_equal(new.apply(params, x), ref.apply(params, x))
+
+
+def test_resolve():
+    assert conv_impl.resolve("auto", "cpu") == "gemm"
+    assert conv_impl.resolve("auto", "gpu") == "xla"
+    assert conv_impl.resolve("auto", "tpu") == "xla"
+    assert conv_impl.resolve("xla", "cpu") == "xla"
+    assert conv_impl.resolve("gemm", "gpu") == "gemm"
+    with pytest.raises(ValueError, match="conv_impl"):
+        conv_impl.resolve("cudnn")
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_slowonly_same_with_every_conv_impl(train):
+    """The whole backbone (BatchNorm in train or eval mode): same outputs, parameter gradients, BN stats."""
+    x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (2, 8, 16, 16, 17)).astype(np.float32))
+    ref = SlowOnlyTiny(conv_impl="xla")
+    variables = ref.init(jax.random.key(0), x, train=False)
+
+    def run(model):
+        def loss(params):
+            out, mutated = model.apply(
+                {"params": params, "batch_stats": variables["batch_stats"]},
+                x,
+                train=train,
+                mutable=["batch_stats"],
+            )
+            return jnp.sum(out**2), (out, mutated)
+
+        (_, (out, mutated)), g = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+        return out, mutated, g
+
+    def close(a, b, tol):
+        # Relative to the array's scale: BatchNorm's backward pass amplifies rounding in small entries.
+        err = float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        assert err <= tol * max(float(np.max(np.abs(np.asarray(b)))), 1e-6), (err, b.shape)
+
+    out_ref, stats_ref, g_ref = run(ref)
+    out, stats, g = run(SlowOnlyTiny(conv_impl="gemm"))
+    close(out, out_ref, 1e-5)
+    jax.tree.map(lambda a, b: close(a, b, 1e-5), stats, stats_ref)
+    jax.tree.map(lambda a, b: close(a, b, 1e-4), g, g_ref)
+
+
+def test_default_is_xla_and_auto_is_gemm_on_cpu():
+    assert SlowOnly().conv_impl == "xla"
+    assert jax.default_backend() == "cpu" and conv_impl.resolve("auto") == "gemm"
+    assert conv_impl.conv_fn("auto") is conv_impl.gemm_conv_general_dilated
+    assert conv_impl.conv_fn("xla") is None
