@@ -76,7 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.temperature_range = (0.001, 0.5)
     config.model.ssm_targets = "batch"  # batch | all_classes (the original's final variant).
     # The original trains 2 GPUs x 16 clips and never gathers across GPUs: SSM soft targets, the CSI negative
-    # pool and the single-label check see groups of 16 clips. 0 = the whole global batch is one group.
+    # pool and the single-label check see groups of 16 clips. 0 (or >= batch_size) = the whole global batch.
     # BatchNorm statistics are over the global batch either way.
     config.model.contrastive_group_size = 16
     config.model.csi = True  # Table 3.

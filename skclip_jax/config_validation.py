@@ -288,9 +288,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "model.contrastive_group_size",
         lambda v: (
             _is_int(v)
-            and (v == 0 or (v > 0 and _is_int(config.batch_size) and config.batch_size % v == 0))
+            and v >= 0
+            and (not _is_int(config.batch_size) or v >= config.batch_size or config.batch_size % v == 0)
         ),
-        f"must be 0 (the whole batch) or a divisor of batch_size ({config.batch_size})",
+        "must be 0 or >= batch_size (one group of the whole batch) or a divisor of batch_size "
+        f"({config.batch_size})",
         "--config.model.contrastive_group_size=16 (the original's per-GPU batch) or 0",
     )
     check(

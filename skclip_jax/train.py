@@ -206,8 +206,8 @@ def render_volume(keypoint: jax.Array, score: jax.Array, size: int, opts: StepOp
 
 
 def group_view(x: jax.Array, group_size: int) -> jax.Array:
-    """[B, ...] -> [G, g, ...] contrastive groups of consecutive rows (group_size 0: one group of all B)."""
-    g = group_size or x.shape[0]
+    """[B, ...] -> [G, g, ...] contrastive groups of consecutive rows (group_size 0 or >= B: one group of all B)."""
+    g = group_size if 0 < group_size < x.shape[0] else x.shape[0]
     return x.reshape((x.shape[0] // g, g) + x.shape[1:])
 
 
