@@ -81,7 +81,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.contrastive_group_size = 16
     config.model.csi = True  # Table 3.
     config.model.csi_weight = 1.0
-    config.model.match_head = "linear"  # linear (paper) | mlp (see README: CSI at BERT's x0.01 rate).
+    config.model.match_head = (
+        "linear"  # linear (paper) | mlp (see README: CSI at BERT's x0.01 rate).
+    )
     config.model.csi_negatives = "argmax"  # argmax (paper Eq. 1) | sample (the original code).
     config.model.dtype = "float32"  # float32 | bfloat16 compute; parameters stay float32.
 

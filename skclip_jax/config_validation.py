@@ -289,7 +289,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         lambda v: (
             _is_int(v)
             and v >= 0
-            and (not _is_int(config.batch_size) or v >= config.batch_size or config.batch_size % v == 0)
+            and (
+                not _is_int(config.batch_size)
+                or v >= config.batch_size
+                or config.batch_size % v == 0
+            )
         ),
         "must be 0 or >= batch_size (one group of the whole batch) or a divisor of batch_size "
         f"({config.batch_size})",

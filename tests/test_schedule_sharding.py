@@ -49,7 +49,9 @@ def test_parameter_groups():
     labels = train.param_group_labels(toy_params(), "finetune")
     assert labels == {
         "video_encoder": {"w": "video"},
-        "text_encoder": {"layer": {"attention": {"w": "text"}, "crossattention": {"w": "crossattn"}}},
+        "text_encoder": {
+            "layer": {"attention": {"w": "text"}, "crossattention": {"w": "crossattn"}}
+        },
         "frame_proj": {"w": "head"},
         "temperature": "head",
     }
@@ -79,11 +81,16 @@ def one_update(config, grads, regime="finetune"):
 
 def test_each_group_gets_its_lr_and_weight_decay_as_hand_computed_adamw():
     config = optimizer_config(
-        lr=0.1, weight_decay=0.5, video_lr_mult=3.0, text_lr_mult=0.2, crossattn_lr_mult=0.7,
+        lr=0.1,
+        weight_decay=0.5,
+        video_lr_mult=3.0,
+        text_lr_mult=0.2,
+        crossattn_lr_mult=0.7,
         encoder_decay_mult=0.4,
     )
     grads = jax.tree.map(lambda p: np.full(np.shape(p), 0.25, np.float32), toy_params())
     params, updates = one_update(config, grads)
+
     # AdamW's first step: the bias-corrected moments give g / (|g| + eps) = 1 for these gradients; the
     # decoupled decay adds wd * p, and both are scaled by the group's lr.
     def expected(p, lr, wd):

@@ -51,7 +51,9 @@ class MatchHead(nn.Module):
         if self.kind == "linear":
             return nn.Dense(2, dtype=self.dtype, name="linear")(x)
         if self.kind == "mlp":
-            h = nn.gelu(nn.Dense(x.shape[-1], dtype=self.dtype, name="hidden")(x), approximate=False)
+            h = nn.gelu(
+                nn.Dense(x.shape[-1], dtype=self.dtype, name="hidden")(x), approximate=False
+            )
             return nn.Dense(2, dtype=self.dtype, name="out")(h)
         raise ValueError(f"match_head must be 'linear' or 'mlp', got {self.kind!r}")
 
