@@ -26,7 +26,6 @@ from skclip_jax import (
     input_pipeline,
     metrics_io,
     plots,
-    prefetch,
     run_config,
     sharding,
     train,
@@ -276,14 +275,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if is_main and start_step < exp.total_steps:
         print(plan, flush=True)
     train_tokens = exp.class_tokens if exp.train_class_tokens is None else exp.train_class_tokens
-    # Global batches are placed on the devices one step ahead (double buffering), from a background thread.
-    batches = prefetch.DevicePrefetcher(
-        input_pipeline.train_iterator(
-            exp.info, config, start_step, exp.total_steps, unseen=exp.unseen
-        ),
-        exp.mesh,
-        size=2,
-        start_position=start_step,
+    batches = input_pipeline.train_iterator(
+        exp.info, config, start_step, exp.total_steps, unseen=exp.unseen
     )
     buffer: list[tuple[int, dict]] = []
     last_eval: dict[str, float] = {}
@@ -293,7 +286,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     try:
         with _Preemption() as preemption:
             for step in range(start_step, exp.total_steps):
-                batch = next(batches)
+                batch = sharding.make_global_batch(exp.mesh, next(batches))
                 state, metrics = exp.steps.train(state, batch, train_tokens, base_rng)
                 done = step + 1
                 buffer.append((done, metrics))
