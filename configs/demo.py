@@ -69,6 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.repeat = 1
     config.model.slowonly.base_channels = 8
     config.model.slowonly.stage_blocks = (1, 1, 1)
+    config.model.slowonly.conv_impl = "auto"  # GEMM convolutions on CPU (models/conv_impl.py).
     config.model.text.bert_dir = variants.MINILM
     config.model.text.dropout = 0.0  # as the cpu variants: CSI's fusion signal needs it (README).
     config.model.embed_dim = 64

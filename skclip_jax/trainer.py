@@ -269,7 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         f"{exp.total_steps * config.batch_size / max(train_clips, 1):.1f} passes over the "
         f"{train_clips} clips of split {config.data.train_split!r} ({exp.steps_per_epoch} steps an epoch "
         f"with repeat {config.data.repeat}); evaluation every {eval_every} steps; "
-        f"{jax.device_count()} devices, mesh {dict(exp.mesh.shape)}"
+        f"global batch {config.batch_size} on {jax.device_count()} devices, mesh {dict(exp.mesh.shape)}"
     )
     logging.info(plan)
     if is_main and start_step < exp.total_steps:
@@ -366,6 +366,8 @@ def evaluate_checkpoint(
         manager, jax.eval_shape(lambda: exp.state), exp.state_shardings, step
     )
     metrics, confusion = run_evaluation(exp, state)
+    # Same row shape as the training run's evaluations: the best top-1 known at this checkpoint.
+    metrics["best_top1"] = max(metrics["top1"], float(position.get("best_top1", -math.inf)))
     if jax.process_index() == 0:
         writer = metrics_io.MetricsWriter(workdir, enabled=True)
         writer.write(int(position["step"]), metrics, kind="eval")

@@ -35,7 +35,7 @@ def _conv(kernel, strides, features, fn=None, **kwargs):
     )
 
 
-# max_patch_bytes=0 forces the 2D-conv fallback, which only 1xkxk kernels (k > 1) take.
+# max_patch_bytes=0 forces the row-wise GEMM, which only 1xkxk kernels (k > 1) take (the 7x7 stem always does).
 PARAMS = [(*case, conv_impl.MAX_PATCH_BYTES) for case in CASES] + [
     (*case, 0) for case in CASES if case[1][0] == 1 and case[1] != (1, 1, 1)
 ]
@@ -43,7 +43,7 @@ PARAMS = [(*case, conv_impl.MAX_PATCH_BYTES) for case in CASES] + [
 
 @pytest.mark.parametrize("shape,kernel,strides,features,max_patch_bytes", PARAMS)
 def test_gemm_conv_equals_nn_conv(shape, kernel, strides, features, max_patch_bytes):
-    """Forward and gradients w.r.t. input and kernel; max_patch_bytes=0 forces the 2D-conv fallback."""
+    """Forward and gradients w.r.t. input and kernel; max_patch_bytes=0 forces the row-wise GEMM."""
 
     def gemm(*args, **kwargs):
         return conv_impl.gemm_conv_general_dilated(*args, max_patch_bytes=max_patch_bytes, **kwargs)
