@@ -72,8 +72,15 @@ def read_class_names(path: str) -> tuple[str, ...]:
     return names
 
 
-def load_dataset_info(data_dir: str, class_names_file: str = "") -> DatasetInfo:
-    """Reads the dataset's metadata: split sizes and class names (from the ClassLabel, or a file)."""
+def load_dataset_info(
+    data_dir: str, class_names_file: str = "", slices: Sequence[str] = ()
+) -> DatasetInfo:
+    """Reads the dataset's metadata: split sizes and class names (from the ClassLabel, or a file).
+
+    ``slices``: TFDS split specs such as ``train[:85%]`` / ``train[85%:]`` (a validation split carved from the
+    training data, README "Validation") to size as well; an invalid spec stays out of ``split_sizes``, so the
+    caller's unknown-split error names it.
+    """
     builder_dir = find_builder_dir(data_dir)
     builder = tfds.builder_from_directory(builder_dir)
     if class_names_file:
@@ -86,6 +93,12 @@ def load_dataset_info(data_dir: str, class_names_file: str = "") -> DatasetInfo:
                 f"the dataset in {builder_dir} has no class names in its metadata; set data.class_names_file"
             )
     sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
+    for spec in slices:
+        if spec not in sizes and "[" in spec:
+            try:
+                sizes[spec] = builder.info.splits[spec].num_examples
+            except (KeyError, ValueError, AssertionError):
+                pass
     file_format = getattr(builder.info.file_format, "value", str(builder.info.file_format))
     return DatasetInfo(builder_dir, names, sizes, file_format)
 

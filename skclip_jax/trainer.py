@@ -102,7 +102,11 @@ def build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool = 
 
 def _build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool) -> Experiment:
     config_validation.validate_config(config)
-    info = input_pipeline.load_dataset_info(config.data.data_dir, config.data.class_names_file)
+    info = input_pipeline.load_dataset_info(
+        config.data.data_dir,
+        config.data.class_names_file,
+        slices=(config.data.train_split, config.data.test_split),
+    )
     for split in (config.data.train_split, config.data.test_split):
         if split not in info.split_sizes:
             field = "train_split" if split == config.data.train_split else "test_split"

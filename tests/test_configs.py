@@ -85,6 +85,8 @@ def test_command_line_overrides_compose_with_variants():
         (ntu60, None, "xsub_train", "xsub_val"),
         (ntu60, "xview", "xview_train", "xview_val"),
         (penn_action, None, "train", "test"),
+        (ucf101, "val,split2", "train2[:85%]", "train2[85%:]"),  # carved after the split variant.
+        (penn_action, "cpu,val", "train[:85%]", "train[85%:]"),
     ],
 )
 def test_splits(module, arg, train, test):

@@ -140,3 +140,21 @@ def test_tfrecord_eval_matches_array_record_eval(tfrecord_dataset, dataset, conf
     mask = np.concatenate([b["mask"] for b in streamed])
     labels = np.concatenate([b["label"] for b in streamed])[mask]
     assert sorted(np.bincount(labels).tolist()) == [2, 2, 2, 2]
+
+
+def test_a_validation_split_carved_from_train_partitions_it(dataset, config):
+    """TFDS slice specs ("train[:75%]" / "train[75%:]") size, read and evaluate as splits of their own."""
+    info = input_pipeline.load_dataset_info(
+        dataset.data_dir, slices=("train[:75%]", "train[75%:]", "train[nope]")
+    )
+    assert info.split_sizes["train[:75%]"] == 9 and info.split_sizes["train[75%:]"] == 3
+    assert "train[nope]" not in info.split_sizes  # an invalid spec is left to the unknown-split error.
+    whole = input_pipeline.split_labels(info, "train")
+    head = input_pipeline.split_labels(info, "train[:75%]")
+    tail = input_pipeline.split_labels(info, "train[75%:]")
+    np.testing.assert_array_equal(np.concatenate([head, tail]), whole)
+    config.data.test_split = "train[75%:]"
+    config.eval_batch_size = 4
+    batches = list(input_pipeline.eval_iterator(info, config, 0, 1))
+    labels = np.concatenate([b["label"] for b in batches])[np.concatenate([b["mask"] for b in batches])]
+    np.testing.assert_array_equal(labels, tail)
