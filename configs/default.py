@@ -110,8 +110,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_epochs = 24
     config.total_steps = -1  # when > 0, overrides num_epochs.
     config.log_every_steps = 50
-    config.eval_every_steps = -1  # < 0: once per epoch (0 is rejected).
-    config.checkpoint_every_steps = -1  # < 0: once per epoch (0 is rejected).
+    config.eval_every_steps = -1  # -k: every k epochs (0 is rejected).
+    config.checkpoint_every_steps = -1  # -k: every k epochs (0 is rejected).
     config.keep_checkpoints = 2
     config.mesh_shape = (-1, 1)  # (data, fsdp).
     config.shard_params = False  # shard parameters and optimizer state on the fsdp axis.

@@ -38,9 +38,6 @@ def shrink_for_cpu(config: ml_collections.ConfigDict) -> None:
     config.model.ssm_targets = "all_classes"
     config.num_epochs = 10
     config.optim.warmup_epochs = 1.0
-    # Evaluated half-way and after the last step (the trainer always evaluates at the end).
-    config.eval_every_steps = 390
-    config.checkpoint_every_steps = 390
 
 
 VARIANTS = {

@@ -104,6 +104,10 @@ def shrink_for_cpu(config: ml_collections.ConfigDict) -> None:
     # these learn SSM and CSI far sooner than the itm recipe's 1e-3 / x1 (README, "Making CSI learn").
     config.optim.lr = 3e-3
     config.optim.video_lr_mult = 3.0
+    # Evaluated half-way and after the last step (the trainer always evaluates at the end): an evaluation
+    # of the whole test split costs as much as tens of training steps on a CPU.
+    config.eval_every_steps = -5
+    config.checkpoint_every_steps = -5
     # BERT dropout off: CSI's video evidence enters the pretrained BERT as a small perturbation of its
     # residual stream, and dropout 0.1 hides it for hundreds of steps (README, "Making CSI learn").
     config.model.text.dropout = 0.0

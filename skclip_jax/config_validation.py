@@ -81,8 +81,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         check(
             path,
             lambda v: _is_int(v) and v != 0,
-            "must be a positive number of steps or negative for once per epoch, not 0",
-            f"--config.{path}=100 (or -1 for once per epoch)",
+            "must be a positive number of steps, or -k for every k epochs, not 0",
+            f"--config.{path}=100 (or -1 for once per epoch, -5 for every 5 epochs)",
         )
 
     # Data.

@@ -85,8 +85,8 @@ def total_steps_of(config, steps_per_epoch: int) -> int:
 
 
 def every(config_value: int, steps_per_epoch: int) -> int:
-    """A period in steps; negative means once per epoch (validation rejects 0)."""
-    return config_value if config_value > 0 else steps_per_epoch
+    """A period in steps; -k means every k epochs, so -1 is once per epoch (validation rejects 0)."""
+    return config_value if config_value > 0 else -config_value * steps_per_epoch
 
 
 def build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool = True) -> Experiment:

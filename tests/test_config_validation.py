@@ -134,3 +134,11 @@ def test_ablation_values_are_accepted():
         config = valid_config()
         _set(config, field, value)
         validate_config(config)
+
+
+def test_negative_periods_count_epochs():
+    from skclip_jax import trainer
+
+    assert trainer.every(100, 78) == 100
+    assert trainer.every(-1, 78) == 78  # once per epoch.
+    assert trainer.every(-5, 78) == 390  # every 5 epochs: the cpu variants evaluate half-way.
