@@ -19,6 +19,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from skclip_jax import evaluators, input_pipeline
+from skclip_jax.heatmaps import COCO_LEFT_KP, COCO_RIGHT_KP
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Dataset config (configs/*.py[:variants])."
@@ -27,8 +28,16 @@ _FRAMES = flags.DEFINE_integer("frames", 32, "Frames each clip is resampled to."
 _MIN_SCORE = flags.DEFINE_float("min_score", 0.05, "Joints scored below this count as missing.")
 _MIRROR = flags.DEFINE_bool("mirror", True, "Also match each test clip's left-right mirror image.")
 
-# COCO-17 left/right joint pairs (eyes, ears, shoulders, elbows, wrists, hips, knees, ankles).
-COCO_FLIP = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
+
+def _flip_permutation(num_joints: int = 17) -> tuple[int, ...]:
+    """Joint order of the mirror image: the training flip's COCO-17 left/right pairs swapped."""
+    order = list(range(num_joints))
+    for left, right in zip(COCO_LEFT_KP, COCO_RIGHT_KP, strict=True):
+        order[left], order[right] = right, left
+    return tuple(order)
+
+
+COCO_FLIP = _flip_permutation()
 
 
 def mirror_vector(vector: np.ndarray, num_joints: int = 17) -> np.ndarray:
