@@ -72,9 +72,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.slowonly.conv_impl = "auto"  # GEMM convolutions on CPU (models/conv_impl.py).
     config.model.text.bert_dir = variants.MINILM
     config.model.text.dropout = 0.0  # as the cpu variants: CSI's fusion signal needs it (README).
-    config.optim.lr = (
-        3e-3  # as the cpu variants: chosen on the validation split (`demo.py:val`, README).
-    )
+    # As the cpu variants: chosen on the validation split (`demo.py:val`, README).
+    config.optim.lr = 3e-3
     config.optim.video_lr_mult = 3.0
     config.model.embed_dim = 64
     config.batch_size = 16

@@ -60,9 +60,8 @@ def clip_vector(
         return np.zeros(frames * kp.shape[1] * 2, np.float32)
     points = kp[valid]
     centre = points.mean(axis=0)
-    spread = float(
-        np.sqrt(np.mean(np.sum((points - centre) ** 2, axis=-1)))
-    )  # RMS distance to the centre.
+    # The RMS distance to the centre: invariant to the mirror, unlike the std of the flattened (x, y) values.
+    spread = float(np.sqrt(np.mean(np.sum((points - centre) ** 2, axis=-1))))
     centred = (kp - centre) / max(spread, 1e-6)
     return np.where(valid[..., None], centred, 0.0).astype(np.float32).reshape(-1)
 
