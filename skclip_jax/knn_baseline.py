@@ -21,12 +21,17 @@ from tqdm import tqdm
 from skclip_jax import evaluators, input_pipeline
 from skclip_jax.heatmaps import COCO_LEFT_KP, COCO_RIGHT_KP
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Dataset config (configs/*.py[:variants])."
-)
-_FRAMES = flags.DEFINE_integer("frames", 32, "Frames each clip is resampled to.")
-_MIN_SCORE = flags.DEFINE_float("min_score", 0.05, "Joints scored below this count as missing.")
-_MIRROR = flags.DEFINE_bool("mirror", True, "Also match each test clip's left-right mirror image.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command line's flags, defined only when this module is the program: importing it defines none, so it
+    imports beside the other tools (``predict``, ``main``) that also take ``--config``."""
+    config_flags.DEFINE_config_file("config", None, "Dataset config (configs/*.py[:variants]).")
+    flags.DEFINE_integer("frames", 32, "Frames each clip is resampled to.")
+    flags.DEFINE_float("min_score", 0.05, "Joints scored below this count as missing.")
+    flags.DEFINE_bool("mirror", True, "Also match each test clip's left-right mirror image.")
+    flags.mark_flags_as_required(["config"])
 
 
 def _flip_permutation(num_joints: int = 17) -> tuple[int, ...]:
@@ -106,17 +111,17 @@ def nearest_labels(
 
 def main(argv):
     del argv
-    config = _CONFIG.value
+    config = FLAGS.config
     info = input_pipeline.load_dataset_info(
         config.data.data_dir,
         config.data.class_names_file,
         slices=(config.data.train_split, config.data.test_split),
     )
     train, train_labels = split_vectors(
-        info, config.data.train_split, _FRAMES.value, _MIN_SCORE.value
+        info, config.data.train_split, FLAGS.frames, FLAGS.min_score
     )
-    test, test_labels = split_vectors(info, config.data.test_split, _FRAMES.value, _MIN_SCORE.value)
-    predicted = nearest_labels(train, train_labels, test, mirror=_MIRROR.value)
+    test, test_labels = split_vectors(info, config.data.test_split, FLAGS.frames, FLAGS.min_score)
+    predicted = nearest_labels(train, train_labels, test, mirror=FLAGS.mirror)
     one_hot = np.eye(info.num_classes)[predicted]
     print(
         json.dumps(
@@ -124,7 +129,7 @@ def main(argv):
                 "data_dir": info.data_dir,
                 "train_split": config.data.train_split,
                 "test_split": config.data.test_split,
-                "mirror": _MIRROR.value,
+                "mirror": FLAGS.mirror,
                 "knn_top1": round(float(np.mean(predicted == test_labels)), 4),
                 "knn_mean_class_accuracy": round(
                     float(evaluators.mean_class_accuracy(one_hot, test_labels)), 4
@@ -135,5 +140,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
+    define_flags()
     app.run(main)

@@ -35,23 +35,29 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file; default: the one the run saved in WORKDIR/config.json."
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The trained run's directory.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
-_INPUT = flags.DEFINE_multi_string(
-    "input", None, "Clip file(s): .pkl/.pickle (PYSKL), .npz, .json."
-)
-_FRAME_DIR = flags.DEFINE_multi_string(
-    "frame_dir",
-    None,
-    "With a PYSKL dataset pickle: the clips to classify (default: its test split).",
-)
-_CLASSES = flags.DEFINE_string("classes", None, 'Class names separated by ";" ("wave;run").')
-_CLASSES_FILE = flags.DEFINE_string("classes_file", None, "Class names, one per line.")
-_TOP_K = flags.DEFINE_integer("top_k", 5, "Classes listed per clip.")
-_OUTPUT = flags.DEFINE_string("output", None, "Output directory (default: WORKDIR/predict).")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command line's flags, defined only when this module is the program: tests and forks import ``run`` and
+    friends beside other tools that also take ``--config`` (``knn_baseline``, ``main``)."""
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file; default: the one the run saved in WORKDIR/config.json."
+    )
+    flags.DEFINE_string("workdir", None, "The trained run's directory.")
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+    flags.DEFINE_multi_string("input", None, "Clip file(s): .pkl/.pickle (PYSKL), .npz, .json.")
+    flags.DEFINE_multi_string(
+        "frame_dir",
+        None,
+        "With a PYSKL dataset pickle: the clips to classify (default: its test split).",
+    )
+    flags.DEFINE_string("classes", None, 'Class names separated by ";" ("wave;run").')
+    flags.DEFINE_string("classes_file", None, "Class names, one per line.")
+    flags.DEFINE_integer("top_k", 5, "Classes listed per clip.")
+    flags.DEFINE_string("output", None, "Output directory (default: WORKDIR/predict).")
+    flags.mark_flags_as_required(["workdir", "input"])
+
 
 PLOT_CLASSES = 3
 SKELETON_PANELS = 3
@@ -596,16 +602,16 @@ def main(argv):
     # Orbax's restore chatter stays off the console (its warnings still show); the table is the output.
     logging.set_verbosity(logging.WARNING)
     try:
-        config = _CONFIG.value or run_config.load(_WORKDIR.value)
+        config = FLAGS.config or run_config.load(FLAGS.workdir)
         run(
             config,
-            _WORKDIR.value,
-            _INPUT.value,
-            step=_STEP.value,
-            class_names=parse_classes(_CLASSES.value, _CLASSES_FILE.value),
-            frame_dirs=_FRAME_DIR.value,
-            top_k=_TOP_K.value,
-            output=_OUTPUT.value,
+            FLAGS.workdir,
+            FLAGS.input,
+            step=FLAGS.step,
+            class_names=parse_classes(FLAGS.classes, FLAGS.classes_file),
+            frame_dirs=FLAGS.frame_dir,
+            top_k=FLAGS.top_k,
+            output=FLAGS.output,
         )
     except (PredictError, run_config.RunConfigError) as e:
         print(f"skclip_jax.predict: error: {e}", file=sys.stderr, flush=True)
@@ -613,5 +619,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["workdir", "input"])
+    define_flags()
     app.run(main)
