@@ -253,3 +253,16 @@ def test_msgpack_checkpoint_roundtrip(tmp_path):
     ids = jnp.ones((2, 6), jnp.int32)
     out = text.TextEncoder(cfg).apply({"params": params}, ids, ids, jnp.zeros((2, 3, 32)))
     assert out.shape == (2, 32)
+
+
+def test_safetensors_checkpoint_equals_transformers_own_conversion(minilm):
+    """The shape-tree conversion gives exactly what ``from_pretrained(from_pt=True)`` gives, leaf for leaf."""
+    path = text.resolve_bert_dir("minilm")
+    reference = traverse_util.flatten_dict(
+        FlaxBertModel.from_pretrained(path, from_pt=True, local_files_only=True).params
+    )
+    ours = traverse_util.flatten_dict(minilm["ckpt"])
+    assert set(ours) == set(reference)
+    for key, value in reference.items():
+        assert ours[key].dtype == value.dtype, key
+        np.testing.assert_array_equal(ours[key], value, err_msg=str(key))

@@ -23,6 +23,7 @@ without ``crossattention``, plus usually a ``pooler`` that we do not use.
 import importlib.util
 import logging
 import os
+import types
 from importlib import resources
 from typing import Any
 
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 from transformers import BertConfig, BertTokenizerFast, FlaxBertModel
+from transformers.modeling_flax_pytorch_utils import load_pytorch_checkpoint_in_flax_state_dict
 from transformers.models.bert.modeling_flax_bert import FlaxBertModule
 
 Dtype = Any
@@ -292,9 +294,26 @@ def load_checkpoint_params(bert_dir: str) -> Params:
     if os.path.isfile(os.path.join(path, "flax_model.msgpack")):
         _, params = FlaxBertModel.from_pretrained(path, _do_init=False, local_files_only=True)
     else:
-        # transformers' PyTorch->Flax conversion needs an initialised model to read names from.
-        params = FlaxBertModel.from_pretrained(path, from_pt=True, local_files_only=True).params
+        params = _convert_safetensors(path)
     return jax.tree.map(np.asarray, dict(params))
+
+
+def _convert_safetensors(path: str) -> Params:
+    """transformers' own PyTorch->Flax renaming of ``model.safetensors``, without initialising a random model.
+
+    ``from_pretrained(from_pt=True)`` first initialises the whole Flax model only to read its parameter names and
+    shapes (a compile: ~7 of the demo's first 90 seconds on 2 CPU cores); the abstract shape tree carries the
+    same names and shapes. Checkpoint entries that are not parameters (``position_ids``) are dropped, as there.
+    """
+    model = FlaxBertModel(BertConfig.from_pretrained(path, local_files_only=True), _do_init=False)
+    shapes = model.params_shape_tree
+    names = types.SimpleNamespace(params=shapes, base_model_prefix=model.base_model_prefix)
+    converted = load_pytorch_checkpoint_in_flax_state_dict(
+        names, os.path.join(path, "model.safetensors"), is_sharded=False
+    )
+    wanted = traverse_util.flatten_dict(shapes)
+    flat = traverse_util.flatten_dict(converted)
+    return traverse_util.unflatten_dict({k: v for k, v in flat.items() if k in wanted})
 
 
 def graft_pretrained(text_params_init: Params, pretrained: Params) -> tuple[Params, list[str]]:
