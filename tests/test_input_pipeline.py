@@ -148,7 +148,9 @@ def test_a_validation_split_carved_from_train_partitions_it(dataset, config):
         dataset.data_dir, slices=("train[:75%]", "train[75%:]", "train[nope]")
     )
     assert info.split_sizes["train[:75%]"] == 9 and info.split_sizes["train[75%:]"] == 3
-    assert "train[nope]" not in info.split_sizes  # an invalid spec is left to the unknown-split error.
+    assert (
+        "train[nope]" not in info.split_sizes
+    )  # an invalid spec is left to the unknown-split error.
     whole = input_pipeline.split_labels(info, "train")
     head = input_pipeline.split_labels(info, "train[:75%]")
     tail = input_pipeline.split_labels(info, "train[75%:]")
@@ -156,5 +158,7 @@ def test_a_validation_split_carved_from_train_partitions_it(dataset, config):
     config.data.test_split = "train[75%:]"
     config.eval_batch_size = 4
     batches = list(input_pipeline.eval_iterator(info, config, 0, 1))
-    labels = np.concatenate([b["label"] for b in batches])[np.concatenate([b["mask"] for b in batches])]
+    labels = np.concatenate([b["label"] for b in batches])[
+        np.concatenate([b["mask"] for b in batches])
+    ]
     np.testing.assert_array_equal(labels, tail)
