@@ -32,6 +32,12 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _CPU_COLLECTIVES = flags.DEFINE_string(
     "cpu_collectives", "gloo", "CPU collectives for multi-process CPU runs (gloo)."
 )
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache_dir",
+    None,
+    "JAX's persistent compilation cache (restarts, resumes and evals skip recompiling); default "
+    "~/.cache/skclip_jax/xla, '' turns it off. JAX_COMPILATION_CACHE_DIR, when set, wins.",
+)
 
 flags.mark_flags_as_required(["workdir"])
 
@@ -117,8 +123,9 @@ def main(argv):
 
     import jax
 
-    from skclip_jax import run_config, trainer
+    from skclip_jax import compilation_cache, run_config, trainer
 
+    cache_dir = compilation_cache.enable(_COMPILATION_CACHE.value)
     config = _CONFIG.value
     if config is None:
         if _MODE.value == "train":
@@ -129,11 +136,12 @@ def main(argv):
             print(f"skclip_jax: error: {e}", file=sys.stderr, flush=True)
             sys.exit(1)
     logging.info(
-        "JAX process %d/%d, %d local devices (%s)",
+        "JAX process %d/%d, %d local devices (%s); compilation cache: %s",
         jax.process_index(),
         jax.process_count(),
         jax.local_device_count(),
         jax.devices()[0].device_kind,
+        cache_dir or "off",
     )
     try:
         ensure_demo_data(config)

@@ -597,8 +597,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from skclip_jax import run_config
+    from skclip_jax import compilation_cache, run_config
 
+    compilation_cache.enable()  # a second predict on the same run skips compiling its scorer.
     # Orbax's restore chatter stays off the console (its warnings still show); the table is the output.
     logging.set_verbosity(logging.WARNING)
     try:
