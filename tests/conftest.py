@@ -3,6 +3,8 @@
 import os
 import tempfile
 
+import pytest
+
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
@@ -16,3 +18,16 @@ os.environ.setdefault(
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A 4-class synthetic dataset (3 train and 2 test clips a class, 20 frames), converted once per session."""
+    from data_prep import synthetic
+    from skclip_jax import input_pipeline
+
+    out = tmp_path_factory.mktemp("tiny_dataset")
+    synthetic.make_synthetic_dataset(
+        str(out), num_train_per_class=3, num_test_per_class=2, num_classes=4, num_frames=20
+    )
+    return input_pipeline.load_dataset_info(str(out))

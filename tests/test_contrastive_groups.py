@@ -37,17 +37,16 @@ def batch(seed=0, b=12, t=5, e=6, num_classes=4):
     return frames, class_texts[labels], labels, class_texts
 
 
+def grouped(frames, texts, labels, temperature, **overrides):
+    """train.grouped_contrastive on NumPy inputs with a fixed key and `options(**overrides)`."""
+    arrays = (jnp.asarray(frames), jnp.asarray(texts), jnp.asarray(labels))
+    return train.grouped_contrastive(*arrays, temperature, jax.random.key(0), options(**overrides))
+
+
 def test_groups_equal_a_loop_over_groups():
     frames, texts, labels, _ = batch()
     labels[4:8] = 3  # one group with a single label: no negatives there.
-    out = train.grouped_contrastive(
-        jnp.asarray(frames),
-        jnp.asarray(texts),
-        jnp.asarray(labels),
-        0.07,
-        jax.random.key(0),
-        options(),
-    )
+    out = grouped(frames, texts, labels, 0.07)
     ssm_per_group, neg_text, neg_video, has_neg = [], [], [], []
     for g in range(3):
         rows = slice(4 * g, 4 * g + 4)
@@ -71,14 +70,7 @@ def test_groups_equal_a_loop_over_groups():
 
 def test_group_size_zero_is_the_whole_batch_loss():
     frames, texts, labels, _ = batch(1)
-    out = train.grouped_contrastive(
-        jnp.asarray(frames),
-        jnp.asarray(texts),
-        jnp.asarray(labels),
-        0.07,
-        jax.random.key(0),
-        options(group_size=0),
-    )
+    out = grouped(frames, texts, labels, 0.07, group_size=0)
     sim = wfi.pairwise_similarity(jnp.asarray(frames), jnp.asarray(texts))
     np.testing.assert_allclose(
         float(out["ssm"]), float(losses.ssm_loss(sim, jnp.asarray(labels), 0.07)), rtol=1e-6
@@ -91,14 +83,7 @@ def test_group_size_zero_is_the_whole_batch_loss():
 
 def test_all_class_targets_take_in_group_columns():
     frames, _, labels, class_texts = batch(2)
-    out = train.grouped_contrastive(
-        jnp.asarray(frames),
-        jnp.asarray(class_texts),
-        jnp.asarray(labels),
-        0.1,
-        jax.random.key(0),
-        options(ssm_targets="all_classes"),
-    )
+    out = grouped(frames, class_texts, labels, 0.1, ssm_targets="all_classes")
     class_sim = np.asarray(wfi.pairwise_similarity(jnp.asarray(frames), jnp.asarray(class_texts)))
     for g in range(3):
         rows = np.arange(4 * g, 4 * g + 4)

@@ -8,20 +8,15 @@ import numpy as np
 import pytest
 
 from configs import demo
-from data_prep import synthetic
 from skclip_jax import class_texts, input_pipeline, train, trainer
 from skclip_jax.models import text
 
 UNSEEN = 1  # the synthetic dataset's class 1 (of 4).
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    synthetic.make_synthetic_dataset(
-        str(out), num_train_per_class=3, num_test_per_class=2, num_classes=4, num_frames=20
-    )
-    return input_pipeline.load_dataset_info(str(out))
+@pytest.fixture
+def dataset(tiny_dataset):
+    return tiny_dataset
 
 
 def tiny_config(dataset):
