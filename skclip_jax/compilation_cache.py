@@ -5,6 +5,10 @@ the same programs again: on 2 CPU cores that is most of their start-up (the demo
 to compile). XLA keys each entry on the program, the compiler options, the devices and the jax/jaxlib versions,
 so a stale entry is never used. ``JAX_COMPILATION_CACHE_DIR``, when set, wins (the way jax users already
 configure it); an empty path turns the cache off.
+
+Multi-process runs leave it off: there process 0 found its programs in the cache while process 1 compiled its
+own, so process 0 reached the first collective ~40 s early and gloo's 30 s rendezvous timed out (seen in
+``tests/test_multiprocess.py``). Every process compiling keeps them in step.
 """
 
 import os
@@ -16,11 +20,11 @@ DEFAULT_DIR = os.path.join("~", ".cache", "skclip_jax", "xla")
 
 def enable(path: str | None = None) -> str | None:
     """Points JAX's persistent cache at `path` (None: DEFAULT_DIR; ``~`` expanded; "": off) unless the
-    environment chose one; returns the directory in use, or None when off. Only programs that took >= 1 s to
+    environment chose one or several processes run; returns the directory in use, or None when off. Only programs that took >= 1 s to
     compile are stored (jax's default)."""
     chosen = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     if chosen is None:
-        if path == "":
+        if path == "" or jax.process_count() > 1:
             return None
         chosen = os.path.expanduser(DEFAULT_DIR if path is None else path)
         jax.config.update("jax_compilation_cache_dir", chosen)

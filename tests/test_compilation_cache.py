@@ -28,6 +28,10 @@ def test_default_env_and_off(monkeypatch, tmp_path, restore_cache_dir):
     want = str(tmp_path / ".cache" / "skclip_jax" / "xla")
     assert compilation_cache.enable() == want and jax.config.jax_compilation_cache_dir == want
     assert compilation_cache.enable(str(tmp_path / "flag")) == str(tmp_path / "flag")
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    assert (
+        compilation_cache.enable(str(tmp_path / "flag")) is None
+    )  # processes must compile in step.
 
 
 def test_a_second_process_loads_the_compiled_program(tmp_path):

@@ -59,7 +59,9 @@ if _watch and _log:
 
 
 def _env(num_devices, hook_dir=None, watch_dir=None, write_log=None):
-    env = dict(os.environ)
+    # No persistent compilation cache (conftest sets one): a process that loads its step from it reaches the
+    # first collective long before one that compiles, and gloo's rendezvous gives up after 30 s.
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (hook_dir, REPO) if p)
