@@ -19,9 +19,11 @@ DEFAULT_DIR = os.path.join("~", ".cache", "skclip_jax", "xla")
 
 
 def enable(path: str | None = None) -> str | None:
-    """Points JAX's persistent cache at `path` (None: DEFAULT_DIR; ``~`` expanded; "": off) unless the
-    environment chose one or several processes run; returns the directory in use, or None when off. Only programs that took >= 1 s to
-    compile are stored (jax's default)."""
+    """Points JAX's persistent cache at `path` (None: DEFAULT_DIR; ``~`` expanded; "": off).
+
+    Nothing changes when the environment chose a directory or several processes run. Returns the directory in
+    use, or None when off. Only programs that took >= 1 s to compile are stored (jax's default).
+    """
     chosen = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     if chosen is None:
         if path == "" or jax.process_count() > 1:
