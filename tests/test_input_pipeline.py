@@ -8,13 +8,9 @@ from data_prep import synthetic
 from skclip_jax import input_pipeline
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    synthetic.make_synthetic_dataset(
-        str(out), num_train_per_class=3, num_test_per_class=2, num_classes=4, num_frames=20
-    )
-    return input_pipeline.load_dataset_info(str(out))
+@pytest.fixture
+def dataset(tiny_dataset):
+    return tiny_dataset
 
 
 @pytest.fixture
