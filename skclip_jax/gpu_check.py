@@ -27,6 +27,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--penn_dir", default="data/penn_action", help="converted Penn Action (data_prep)"
     )
+    p.add_argument(
+        "--vocab",
+        default="",
+        help="vocab.txt for the random bert-base (default: MiniLM's, which is bert-base-uncased's)",
+    )
     p.add_argument("--batch_size", type=int, default=None, help="default: 32 (GPU), 8 (--cpu)")
     p.add_argument(
         "--steps", type=int, default=None, help="timed bench steps; default 10 (GPU), 2 (--cpu)"
@@ -69,6 +75,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train_minutes", type=float, default=None, help="default 4 (GPU), 0.5 (--cpu)")
     p.add_argument(
         "--skip", default="", help="comma-separated stages to skip: bench,max_batch,pipeline,train"
+    )
+    p.add_argument("--dtypes", default="bfloat16,float32", help="bench dtypes, in order")
+    p.add_argument("--train_dtypes", default="bfloat16,float32", help="training runs, in order")
+    p.add_argument("--bench_timeout", type=float, default=300.0, help="seconds per bench stage")
+    p.add_argument(
+        "--deadline_minutes",
+        type=float,
+        default=0.0,
+        help="skip the stages that would start too close to this many minutes (0: no deadline)",
     )
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--workdir", default="", help="scratch folder (default: a temporary one)")
@@ -90,6 +105,8 @@ def defaults(args: argparse.Namespace) -> argparse.Namespace:
         args.train_minutes if args.train_minutes is not None else (0.5 if cpu else 4.0)
     )
     args.skip = {s for s in args.skip.split(",") if s}
+    args.dtypes = [d for d in args.dtypes.split(",") if d]
+    args.train_dtypes = [d for d in args.train_dtypes.split(",") if d]
     return args
 
 
@@ -131,7 +148,9 @@ def pipeline_command(args, workers: int, data_dir: str) -> list[str]:
     ]
 
 
-def train_command(args, data_dir: str, steps: int, workdir: str) -> list[str]:
+def train_command(
+    args, data_dir: str, steps: int, workdir: str, dtype: str = "bfloat16"
+) -> list[str]:
     if args.cpu:
         config = ["--config=configs/demo.py:tiny", f"--config.data.data_dir={data_dir}"]
     else:
@@ -139,9 +158,9 @@ def train_command(args, data_dir: str, steps: int, workdir: str) -> list[str]:
             "--config=configs/penn_action.py",
             f"--config.data.data_dir={data_dir}",
             f"--config.model.text.bert_dir={args.bert_dir}",
-            "--config.model.dtype=bfloat16",
             "--config.data.num_workers=4",
         ]
+    config.append(f"--config.model.dtype={dtype}")
     return [
         args.python,
         "-m",
@@ -155,11 +174,34 @@ def train_command(args, data_dir: str, steps: int, workdir: str) -> list[str]:
     ]
 
 
+def _run_session(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Runs ``cmd`` in its own process group with its output in files, then kills the group.
+
+    Files, not pipes: grain's worker processes inherit the output and would keep a pipe open after the
+    measured program has exited; the group kill leaves none of them behind (also on a time-out).
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=err, text=True, cwd=REPO, start_new_session=True
+        )
+        try:
+            proc.wait(timeout=timeout)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+
+
 def run_json(cmd: list[str], timeout: float, log) -> dict:
     """Runs a command that prints one JSON line last; returns it, or the error."""
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        proc = _run_session(cmd, timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s", "command": cmd}
     wall = time.perf_counter() - t0
@@ -197,15 +239,19 @@ def environment(python: str) -> dict:
     return run_json([python, "-c", code], 120, lambda m: None)
 
 
-def make_random_bert(path: str) -> str:
-    """A bert-base-shaped directory (config.json, vocab.txt, model.safetensors) with random weights."""
+def make_random_bert(path: str, vocab: str = "") -> str:
+    """A bert-base-shaped directory (config.json, vocab.txt, model.safetensors) with random weights.
+
+    ``vocab``: a bert-base-uncased vocab.txt; default MiniLM's (the same vocabulary), so a device without the
+    MiniLM package can be given the 232 kB file alone.
+    """
     import numpy as np
     from safetensors.numpy import save_file
 
     from skclip_jax.models import text
 
     os.makedirs(path, exist_ok=True)
-    vocab = os.path.join(text.resolve_bert_dir(text.MINILM), "vocab.txt")
+    vocab = vocab or os.path.join(text.resolve_bert_dir(text.MINILM), "vocab.txt")
     shutil.copy(vocab, os.path.join(path, "vocab.txt"))
     d, inner, layers, v = 768, 3072, 12, 30522
     config = {
@@ -277,8 +323,12 @@ def pipeline_worker(args) -> None:
     import importlib
 
     import jax
+    from absl import flags
 
     from skclip_jax import input_pipeline, prefetch, sharding
+
+    # grain's worker processes read absl flags (as `main` has parsed them); this program uses argparse.
+    flags.FLAGS.mark_as_parsed()
 
     module, _, variant = args._config.partition(":")
     config = importlib.import_module(module.replace("/", ".").removesuffix(".py")).get_config(
@@ -314,47 +364,104 @@ def pipeline_worker(args) -> None:
         ),
         flush=True,
     )
-    # grain's worker processes: leave without waiting for the rest of the (long) iterator.
+    # grain's worker processes: stop them and leave without waiting for the rest of the (long) iterator.
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.kill()
     os._exit(0)
 
 
-def plan(args, scratch: str) -> list[dict]:
-    """Every stage with its command (bench at the largest batch is decided at run time)."""
-    data_dir = os.path.join(scratch, "synthetic") if args.cpu else args.penn_dir
-    stages = [{"stage": "env"}]
+def stage_names(args) -> list[str]:
+    """The stages in the order they run: the figures that matter most first, so that a run cut by
+    ``--deadline_minutes`` (or a device lease) still has them."""
+    b = args.batch_size
+    names = ["env"]
     if "bench" not in args.skip:
-        for dtype in ("float32", "bfloat16"):
-            stages.append(
-                {
-                    "stage": f"bench_{dtype}_b{args.batch_size}",
-                    "command": bench_command(args, dtype, args.batch_size),
-                }
-            )
-            if "max_batch" not in args.skip:
-                stages.append(
-                    {
-                        "stage": f"bench_{dtype}_max_batch",
-                        "command": bench_command(args, dtype, 0)[:-2]
-                        + [
-                            f"--batch_size=<from the batch-{args.batch_size} run's memory>",
-                            f"--steps={args.steps}",
-                        ],
-                    }
-                )
+        names += [f"bench_{d}_b{b}" for d in args.dtypes]
     if "pipeline" not in args.skip:
-        for w in args.workers:
-            stages.append(
-                {"stage": f"pipeline_workers_{w}", "command": pipeline_command(args, w, data_dir)}
-            )
-    if "train" not in args.skip:
-        stages.append(
-            {
-                "stage": "train",
-                "command": train_command(args, data_dir, 0, os.path.join(scratch, "train"))[:-5]
-                + [f"--config.total_steps=<{args.train_minutes} min at the measured step rate>"],
-            }
-        )
+        names += [f"pipeline_workers_{w}" for w in args.workers]
+    trains = [] if "train" in args.skip else [f"train_{d}" for d in args.train_dtypes]
+    big = (
+        [] if {"bench", "max_batch"} & args.skip else [f"bench_{d}_max_batch" for d in args.dtypes]
+    )
+    return names + trains[:1] + big[:1] + trains[1:] + big[1:]
+
+
+def data_dir_of(args, scratch: str) -> str:
+    return os.path.join(scratch, "synthetic") if args.cpu else args.penn_dir
+
+
+def plan(args, scratch: str) -> list[dict]:
+    """Every stage with its command (the largest batch and the training steps are decided at run time)."""
+    data_dir = data_dir_of(args, scratch)
+    stages = []
+    for name in stage_names(args):
+        kind, _, rest = name.partition("_")
+        if kind == "bench":
+            dtype, _, size = rest.partition("_")
+            cmd = bench_command(args, dtype, args.batch_size)
+            if size == "max_batch":
+                cmd = cmd[:-2] + [
+                    f"--batch_size=<from the batch-{args.batch_size} run's memory>",
+                    f"--steps={args.steps}",
+                ]
+            stages.append({"stage": name, "command": cmd})
+        elif kind == "pipeline":
+            workers = int(rest.rpartition("_")[2])
+            stages.append({"stage": name, "command": pipeline_command(args, workers, data_dir)})
+        elif kind == "train":
+            cmd = train_command(args, data_dir, 0, os.path.join(scratch, name), rest)[:-5]
+            cmd.append(f"--config.total_steps=<{args.train_minutes} min at the measured step rate>")
+            stages.append({"stage": name, "command": cmd})
+        else:
+            stages.append({"stage": name})
     return stages
+
+
+def _synthetic_dataset(data_dir: str) -> None:
+    if not os.path.isdir(data_dir):
+        from data_prep import synthetic
+
+        synthetic.make_synthetic_dataset(
+            data_dir, num_train_per_class=4, num_test_per_class=2, num_classes=4, num_frames=20
+        )
+
+
+def train_stage(args, data_dir: str, dtype: str, workdir: str, bench: dict, timeout: float, log):
+    """A short training run; its steps come from the measured bf16 (else fp32) step rate."""
+    rate = bench.get(f"{dtype}_b{args.batch_size}", {}).get("train_clips_per_sec")
+    if args.cpu:
+        steps = 4
+    elif rate:
+        # Penn Action's config trains at its own batch size (32, as the bench).
+        steps = max(10, int(args.train_minutes * 60 * rate / args.batch_size))
+    else:
+        steps = 200
+    shutil.rmtree(workdir, ignore_errors=True)
+    cmd = train_command(args, data_dir, steps, workdir, dtype)
+    log(f"train {steps} steps: {' '.join(cmd)}")
+    t0 = time.perf_counter()
+    try:
+        proc = _run_session(cmd, timeout)
+        out = {"returncode": proc.returncode, "steps": steps, "dtype": dtype}
+        if proc.returncode != 0:
+            out["error"] = proc.stderr[-3000:]
+    except subprocess.TimeoutExpired:
+        out = {"error": f"timed out after {timeout:.0f} s", "steps": steps, "dtype": dtype}
+    out["wall_s"] = round(time.perf_counter() - t0, 1)
+    metrics_file = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(metrics_file):
+        with open(metrics_file) as f:
+            rows = [json.loads(line) for line in f]
+        evals = [r for r in rows if "top1" in r]
+        trains = [r for r in rows if "clips_per_sec" in r]
+        if evals:
+            out["top1"] = evals[-1]["top1"]
+            out["mean_class_accuracy"] = evals[-1].get("mean_class_accuracy")
+        if trains:
+            out["train_clips_per_sec_logged"] = trains[-1]["clips_per_sec"]
+    return out
 
 
 def main(argv=None) -> int:
@@ -375,7 +482,13 @@ def main(argv=None) -> int:
         print(f"[gpu_check {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     t_start = time.perf_counter()
+    deadline = t_start + args.deadline_minutes * 60 if args.deadline_minutes else math.inf
     result: dict = {"cpu_mode": args.cpu, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    bench = result.setdefault("bench", {})
+    pipe = result.setdefault("pipeline", {})
+    train = result.setdefault("train", {})
+    result["skipped"] = []
+    data_dir = data_dir_of(args, scratch)
 
     def save():
         result["wall_s"] = round(time.perf_counter() - t_start, 1)
@@ -384,105 +497,73 @@ def main(argv=None) -> int:
             json.dump(result, f, indent=1)
         os.replace(tmp, args.out)
 
+    def time_left(limit: float, needed: float) -> float | None:
+        """The stage's time limit within the deadline, or None when less than ``needed`` is left."""
+        left = deadline - time.perf_counter()
+        return None if left < needed else min(limit, left)
+
     result["env"] = environment(args.python)
     log(f"env: {result['env']}")
     save()
     if not args.cpu and not os.path.isdir(args.bert_dir):
         log(f"writing a bert-base-shaped random BERT to {args.bert_dir}")
-        make_random_bert(args.bert_dir)
+        make_random_bert(args.bert_dir, args.vocab)
+    if args.cpu and ("pipeline" not in args.skip or "train" not in args.skip):
+        _synthetic_dataset(data_dir)
 
     multiple = max(1, len(result["env"].get("devices", [None])))
-    bench = result.setdefault("bench", {})
-    if "bench" not in args.skip:
-        for dtype in ("float32", "bfloat16"):
-            name = f"{dtype}_b{args.batch_size}"
-            log(f"bench {name}")
-            bench[name] = run_json(bench_command(args, dtype, args.batch_size), 300, log)
+    for name in stage_names(args)[1:]:
+        kind, _, rest = name.partition("_")
+        limit = {"bench": args.bench_timeout, "pipeline": 120 + args.pipeline_seconds}.get(
+            kind, args.train_minutes * 60 * 2 + 300
+        )
+        timeout = time_left(limit, needed=min(limit, 60 if kind != "pipeline" else 30))
+        if timeout is None:
+            log(f"{name}: skipped, the deadline is near")
+            result["skipped"].append(name)
             save()
-            if "max_batch" in args.skip:
-                continue
-            big = largest_batch(bench[name], args.batch_size, 8 * multiple)
-            if args.cpu:
-                big = (
-                    2 * args.batch_size
-                )  # no device memory figures on the CPU: just exercise the stage.
+            continue
+        if kind == "bench" and rest.endswith("_max_batch"):
+            dtype = rest.partition("_")[0]
+            base = bench.get(f"{dtype}_b{args.batch_size}", {})
+            # No device memory figures on the CPU: there the stage is only exercised, at twice the batch.
+            big = (
+                2 * args.batch_size
+                if args.cpu
+                else largest_batch(base, args.batch_size, 8 * multiple)
+            )
             tries = 0
-            while big and big > args.batch_size and tries < 3:
+            while big and big > args.batch_size and tries < 3 and timeout:
                 log(f"bench {dtype} at batch {big}")
-                out = run_json(bench_command(args, dtype, big), 300, log)
+                out = run_json(bench_command(args, dtype, big), timeout, log)
                 tries += 1
                 if out.get("oom"):
                     big = big // 2 // (8 * multiple) * (8 * multiple)
+                    timeout = time_left(limit, needed=60)
                     continue
                 bench[f"{dtype}_max_batch"] = out
                 break
-            save()
-
-    if "pipeline" not in args.skip:
-        data_dir = args.penn_dir
-        if args.cpu:
-            data_dir = os.path.join(scratch, "synthetic")
-            if not os.path.isdir(data_dir):
-                from data_prep import synthetic
-
-                synthetic.make_synthetic_dataset(
-                    data_dir,
-                    num_train_per_class=4,
-                    num_test_per_class=2,
-                    num_classes=4,
-                    num_frames=20,
-                )
-        pipe = result.setdefault("pipeline", {})
-        for w in args.workers:
-            log(f"pipeline with {w} workers")
-            pipe[f"workers_{w}"] = run_json(
-                pipeline_command(args, w, data_dir), 120 + args.pipeline_seconds, log
+        elif kind == "bench":
+            dtype = rest.partition("_")[0]
+            log(f"bench {rest}")
+            bench[rest] = run_json(bench_command(args, dtype, args.batch_size), timeout, log)
+        elif kind == "pipeline":
+            workers = int(rest.rpartition("_")[2])
+            log(f"pipeline with {workers} workers")
+            pipe[rest] = run_json(pipeline_command(args, workers, data_dir), timeout, log)
+            device_rate = bench.get(f"bfloat16_b{args.batch_size}", {}).get(
+                "train_clips_per_sec"
+            ) or bench.get(f"float32_b{args.batch_size}", {}).get("train_clips_per_sec")
+            if device_rate:
+                result["host_over_device"] = {
+                    k.rpartition("_")[2]: round(v["clips_per_sec"] / device_rate, 2)
+                    for k, v in pipe.items()
+                    if v.get("clips_per_sec")
+                }
+        elif kind == "train":
+            train[rest] = train_stage(
+                args, data_dir, rest, os.path.join(scratch, name), bench, timeout, log
             )
-            save()
-        device_rate = bench.get(f"bfloat16_b{args.batch_size}", {}).get("train_clips_per_sec")
-        rates = {w: pipe[f"workers_{w}"].get("clips_per_sec") for w in args.workers}
-        if device_rate:
-            result["host_over_device"] = {
-                str(w): round(r / device_rate, 2) for w, r in rates.items() if r
-            }
-        save()
-
-    if "train" not in args.skip:
-        data_dir = os.path.join(scratch, "synthetic") if args.cpu else args.penn_dir
-        rate = bench.get(f"bfloat16_b{args.batch_size}", {}).get("train_clips_per_sec")
-        if args.cpu:
-            steps = 4
-        elif rate:
-            # Penn Action's config trains at its own batch size (32, as the bench).
-            steps = max(10, int(args.train_minutes * 60 * rate / args.batch_size))
-        else:
-            steps = 200
-        workdir = os.path.join(scratch, "train")
-        shutil.rmtree(workdir, ignore_errors=True)
-        cmd = train_command(args, data_dir, steps, workdir)
-        log(f"train {steps} steps: {' '.join(cmd)}")
-        t0 = time.perf_counter()
-        timeout = args.train_minutes * 60 * 2 + 300
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
-            train_out = {"returncode": proc.returncode, "steps": steps}
-            if proc.returncode != 0:
-                train_out["error"] = proc.stderr[-3000:]
-        except subprocess.TimeoutExpired:
-            train_out = {"error": f"timed out after {timeout:.0f} s", "steps": steps}
-        train_out["wall_s"] = round(time.perf_counter() - t0, 1)
-        evals = []
-        metrics_file = os.path.join(workdir, "metrics.jsonl")
-        if os.path.exists(metrics_file):
-            with open(metrics_file) as f:
-                for line in f:
-                    row = json.loads(line)
-                    if "top1" in row:
-                        evals.append(row)
-        if evals:
-            train_out["top1"] = evals[-1]["top1"]
-            train_out["mean_class_accuracy"] = evals[-1].get("mean_class_accuracy")
-        result["train"] = train_out
         save()
 
     summary = {}
@@ -499,6 +580,8 @@ def main(argv=None) -> int:
                     "train_mfu",
                 )
             }
+    for name, t in train.items():
+        summary[f"train_{name}"] = {k: t.get(k) for k in ("steps", "top1", "wall_s")}
     result["summary"] = summary
     save()
     log(f"wrote {args.out} after {math.ceil(time.perf_counter() - t_start)} s")

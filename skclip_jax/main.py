@@ -115,10 +115,13 @@ def main(argv):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     quiet_library_info_logs()
-    import tensorflow as tf
-
-    # tf.data / TFDS must not grab accelerator memory that JAX needs.
-    tf.config.set_visible_devices([], "GPU")
+    try:
+        import tensorflow as tf
+    except ImportError:  # ArrayRecord datasets are read without TensorFlow (TFRecord ones need it).
+        tf = None
+    if tf is not None:
+        # tf.data / TFDS must not grab accelerator memory that JAX needs.
+        tf.config.set_visible_devices([], "GPU")
     initialize_distributed()
 
     import jax

@@ -47,6 +47,33 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
         return _parse_lines(f.readlines(), path)
 
 
+class _NoSummaries:
+    """Stands in for clu's writer where TensorFlow is missing (a bare accelerator image): jsonl only."""
+
+    def write_scalars(self, step, scalars):
+        del step, scalars
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def _summary_writer(workdir: str, enabled: bool):
+    """clu's TensorBoard + logging writer; without TensorFlow, a warning and metrics.jsonl alone."""
+    try:
+        # Imported here: clu's writers pull in TensorFlow, which read_metrics and plots don't need.
+        from clu import metric_writers
+    except ImportError as e:
+        if enabled:
+            logging.warning(
+                "No TensorBoard summaries (%s); metrics still go to %s.", e, metrics_path(workdir)
+            )
+        return _NoSummaries()
+    return metric_writers.create_default_writer(workdir, just_logging=not enabled)
+
+
 class MetricsWriter:
     """Writes scalars to metrics.jsonl and TensorBoard; on non-zero processes (enabled=False) only logs.
 
@@ -62,10 +89,7 @@ class MetricsWriter:
         self._file = None
         if enabled:
             os.makedirs(workdir, exist_ok=True)
-        # Imported here: clu's writers pull in TensorFlow, which read_metrics and plots don't need.
-        from clu import metric_writers
-
-        self._writer = metric_writers.create_default_writer(workdir, just_logging=not enabled)
+        self._writer = _summary_writer(workdir, enabled)
 
     def _open(self):
         if self._file is None:

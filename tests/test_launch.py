@@ -177,15 +177,17 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     plan = json.loads(out.stdout)
     assert plan["cpu"] is True and plan["out"] == str(out_file)
     stages = [s["stage"] for s in plan["stages"]]
+    # The figures that matter most first, so that a run cut short (--deadline_minutes) still has them.
     assert stages == [
         "env",
-        "bench_float32_b8",
-        "bench_float32_max_batch",
         "bench_bfloat16_b8",
-        "bench_bfloat16_max_batch",
+        "bench_float32_b8",
         "pipeline_workers_0",
         "pipeline_workers_1",
-        "train",
+        "train_bfloat16",
+        "bench_bfloat16_max_batch",
+        "train_float32",
+        "bench_float32_max_batch",
     ]
     bench = plan["stages"][1]["command"]
     assert bench[1:3] == ["-m", "skclip_jax.bench"] and "--config=configs/demo.py:tiny" in bench
@@ -204,4 +206,5 @@ def test_gpu_check_gpu_plan_uses_paper_sizes():
         "pipeline_workers_4",
         "pipeline_workers_12",
     ]
-    assert "--config=configs/penn_action.py" in stages["train"]
+    assert "--config=configs/penn_action.py" in stages["train_bfloat16"]
+    assert "--config.model.dtype=float32" in stages["train_float32"]
