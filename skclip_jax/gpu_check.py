@@ -174,18 +174,22 @@ def train_command(
     ]
 
 
-def _run_session(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+def _run_session(cmd: list[str], timeout: float) -> tuple[subprocess.CompletedProcess, bool]:
     """Runs ``cmd`` in its own process group with its output in files, then kills the group.
 
     Files, not pipes: grain's worker processes inherit the output and would keep a pipe open after the
-    measured program has exited; the group kill leaves none of them behind (also on a time-out).
+    measured program has exited; the group kill leaves none of them behind (also on a time-out). Returns the
+    process's output (also what it printed before a time-out, which says where it was) and whether it timed out.
     """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=err, text=True, cwd=REPO, start_new_session=True
         )
+        timed_out = False
         try:
             proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
         finally:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -194,18 +198,28 @@ def _run_session(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
             proc.wait()
         out.seek(0)
         err.seek(0)
-        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read()), timed_out
+
+
+def _progress(stderr: str) -> list[str]:
+    """The program's own progress lines (bench and main log them), the last few."""
+    marks = ("bench.py", "trainer.py", "main.py")
+    return [ln[-300:] for ln in stderr.splitlines() if any(m in ln for m in marks)][-8:]
 
 
 def run_json(cmd: list[str], timeout: float, log) -> dict:
-    """Runs a command that prints one JSON line last; returns it, or the error."""
+    """Runs a command that prints one JSON line last; returns it, or the error (with its progress lines)."""
     t0 = time.perf_counter()
-    try:
-        proc = _run_session(cmd, timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s", "command": cmd}
+    proc, timed_out = _run_session(cmd, timeout)
     wall = time.perf_counter() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if timed_out:
+        log(f"timed out after {timeout:.0f} s: {' '.join(cmd)}")
+        return {
+            "error": f"timed out after {timeout:.0f} s",
+            "progress": _progress(proc.stderr),
+            "command": cmd,
+        }
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout)[-3000:]
         log(f"failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
@@ -442,13 +456,13 @@ def train_stage(args, data_dir: str, dtype: str, workdir: str, bench: dict, time
     cmd = train_command(args, data_dir, steps, workdir, dtype)
     log(f"train {steps} steps: {' '.join(cmd)}")
     t0 = time.perf_counter()
-    try:
-        proc = _run_session(cmd, timeout)
-        out = {"returncode": proc.returncode, "steps": steps, "dtype": dtype}
-        if proc.returncode != 0:
-            out["error"] = proc.stderr[-3000:]
-    except subprocess.TimeoutExpired:
-        out = {"error": f"timed out after {timeout:.0f} s", "steps": steps, "dtype": dtype}
+    proc, timed_out = _run_session(cmd, timeout)
+    out = {"returncode": proc.returncode, "steps": steps, "dtype": dtype}
+    if timed_out:
+        out["error"] = f"timed out after {timeout:.0f} s"
+        out["progress"] = _progress(proc.stderr)
+    elif proc.returncode != 0:
+        out["error"] = proc.stderr[-3000:]
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     metrics_file = os.path.join(workdir, "metrics.jsonl")
     if os.path.exists(metrics_file):

@@ -208,3 +208,29 @@ def test_gpu_check_gpu_plan_uses_paper_sizes():
     ]
     assert "--config=configs/penn_action.py" in stages["train_bfloat16"]
     assert "--config.model.dtype=float32" in stages["train_float32"]
+
+
+def test_gpu_check_stage_output_survives_children_and_time_outs():
+    """A measured program whose child keeps the output open (grain's workers) returns at once, and one that
+    times out keeps its progress lines; no process of either is left behind."""
+    import time
+
+    from skclip_jax import gpu_check
+
+    child = (
+        "import subprocess, sys\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(json.dumps({'ok': 1}))"
+    )
+    started = time.perf_counter()
+    out = gpu_check.run_json([sys.executable, "-c", "import json\n" + child], 30, lambda m: None)
+    assert out["ok"] == 1 and time.perf_counter() - started < 20
+    slow = (
+        "import sys, time\n"
+        "print('I bench.py] compiling the train step', file=sys.stderr, flush=True)\n"
+        "time.sleep(60)"
+    )
+    out = gpu_check.run_json([sys.executable, "-c", slow], 3, lambda m: None)
+    assert (
+        out["error"].startswith("timed out") and "compiling the train step" in out["progress"][-1]
+    )

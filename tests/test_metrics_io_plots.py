@@ -51,6 +51,19 @@ def test_write_read_and_tensorboard(tmp_path):
     assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
 
 
+def test_without_tensorflow_metrics_still_go_to_jsonl(tmp_path, monkeypatch):
+    """A bare accelerator image has no TensorFlow, so clu's writers cannot import: jsonl alone, no crash."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "clu", None)  # `from clu import ...` now raises ImportError.
+    workdir = str(tmp_path)
+    writer = metrics_io.MetricsWriter(workdir, enabled=True)
+    writer.write(1, {"loss": 2.5}, kind="train")
+    writer.close()
+    assert metrics_io.read_metrics(workdir) == [{"step": 1, "kind": "train", "loss": 2.5}]
+    assert not glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
+
+
 def test_disabled_writer_writes_no_files(tmp_path):
     workdir = str(tmp_path / "run")
     writer = metrics_io.MetricsWriter(workdir, enabled=False)
