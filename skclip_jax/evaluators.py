@@ -115,6 +115,66 @@ def harmonic_mean(seen: float, unseen: float) -> float:
     return 0.0 if seen + unseen == 0 else 2.0 * seen * unseen / (seen + unseen)
 
 
+def seen_unseen_curve(
+    probs: np.ndarray, labels: np.ndarray, unseen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """GZSL accuracies under calibrated stacking, for every calibration at once (Chao et al., 2016).
+
+    Calibrated stacking predicts ``argmax_c probs[c] - gamma * [c is seen]``. A clip keeps its best seen class
+    while ``gamma < d`` (``d`` = its best seen minus its best unseen probability) and takes its best unseen class
+    from there on, so sweeping ``gamma`` over the sorted ``d`` gives every reachable (seen, unseen) accuracy pair.
+
+    Args:
+      probs: float [N, L] clip probabilities over all L classes (the evaluation's view-averaged ones).
+      labels: int [N] true classes.
+      unseen: int [U] held-out classes (non-empty, not all classes).
+
+    Returns:
+      (seen_acc, unseen_acc): float [K] each, in gamma order from -inf (all seen: (A_S, 0)) to +inf (all
+      unseen: (0, A_U)), a point wherever either accuracy changes.
+    """
+    probs = np.asarray(probs, np.float64)
+    labels = np.asarray(labels, np.int64)
+    is_seen_class = np.ones(probs.shape[-1], bool)
+    is_seen_class[np.asarray(unseen, np.int64)] = False
+    seen_cls, unseen_cls = np.flatnonzero(is_seen_class), np.flatnonzero(~is_seen_class)
+    best_seen = seen_cls[probs[:, seen_cls].argmax(-1)]
+    best_unseen = unseen_cls[probs[:, unseen_cls].argmax(-1)]
+    rows = np.arange(len(labels))
+    d = probs[rows, best_seen] - probs[rows, best_unseen]
+    on_seen = is_seen_class[labels]
+    n_seen, n_unseen = max(on_seen.sum(), 1), max((~on_seen).sum(), 1)
+    # A clip's contribution while it predicts its seen class (gamma < d), and after it switches (gamma >= d).
+    gain_before = (on_seen & (best_seen == labels)) / n_seen
+    gain_after = (~on_seen & (best_unseen == labels)) / n_unseen
+    thresholds = np.unique(d)
+    order = np.argsort(d, kind="stable")
+    d_sorted = d[order]
+    # After passing threshold t (gamma = t), every clip with d <= t has switched.
+    switched = np.searchsorted(d_sorted, thresholds, side="right")
+    cum_before = np.concatenate([[0.0], np.cumsum(gain_before[order])])
+    cum_after = np.concatenate([[0.0], np.cumsum(gain_after[order])])
+    seen_acc = gain_before.sum() - cum_before[switched]
+    unseen_acc = cum_after[switched]
+    seen_acc = np.concatenate([[gain_before.sum()], seen_acc])
+    unseen_acc = np.concatenate([[0.0], unseen_acc])
+    changed = np.concatenate([[True], (np.diff(seen_acc) != 0) | (np.diff(unseen_acc) != 0)])
+    return seen_acc[changed], unseen_acc[changed]
+
+
+def ausuc(probs: np.ndarray, labels: np.ndarray, unseen: np.ndarray) -> float:
+    """Area under the seen-unseen accuracy curve (Chao et al., 2016): GZSL over every calibration.
+
+    Unlike H at gamma = 0, it does not depend on how seen and unseen scores happen to be scaled, and unlike a
+    calibrated H it chooses nothing on the test clips. 1 is perfect; a model that never gets an unseen clip right
+    scores 0.
+    """
+    seen_acc, unseen_acc = seen_unseen_curve(probs, labels, unseen)
+    # The curve runs from (A_S, 0) to (0, A_U) with seen accuracy falling: integrate A_U over A_S.
+    x, y = seen_acc[::-1], unseen_acc[::-1]
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
+
+
 def zero_shot_metrics(
     view_logits: np.ndarray, labels: np.ndarray, unseen: np.ndarray
 ) -> dict[str, float]:
@@ -129,6 +189,7 @@ def zero_shot_metrics(
       zsl_top1: unseen-class clips, choosing among the unseen names only;
       gzsl_seen / gzsl_unseen: seen- / unseen-class clips, choosing among all L names;
       gzsl_h: their harmonic mean 2SU / (S + U);
+      gzsl_ausuc: the area under the seen-unseen accuracy curve over every calibration (`ausuc`);
       seen_top1: seen-class clips among the seen names only (what a zero-shot run may select on, as it
         never looks at an unseen clip). A figure with no clips to average is NaN.
     """
@@ -160,6 +221,7 @@ def zero_shot_metrics(
         "gzsl_seen": gzsl_seen,
         "gzsl_unseen": gzsl_unseen,
         "gzsl_h": harmonic_mean(gzsl_seen, gzsl_unseen),
+        "gzsl_ausuc": ausuc(subset_probs(view_logits, everything), labels, unseen),
         "seen_top1": _accuracy(choose(~is_unseen, seen), labels[~is_unseen]),
     }
 

@@ -52,6 +52,55 @@ def test_zero_shot_softmax_is_taken_per_view_over_the_subset():
     assert np.isnan(m["gzsl_seen"]) and np.isnan(m["seen_top1"])  # no seen clip to average.
 
 
+def _curve_by_sweep(probs, labels, unseen, gammas):
+    """(seen, unseen) accuracy at each gamma, predicting every clip by calibrated stacking directly."""
+    seen_mask = np.array([c not in unseen for c in range(probs.shape[1])], np.float64)
+    preds = (probs[None] - gammas[:, None, None] * seen_mask).argmax(-1)  # [G, N]
+    on_seen = np.array([y not in unseen for y in labels])
+    right = preds == labels[None]
+    return list(zip(right[:, on_seen].mean(-1), right[:, ~on_seen].mean(-1), strict=True))
+
+
+def test_ausuc_equals_a_dense_sweep_of_calibrated_stacking():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(6) * 0.5, size=30)
+    labels = rng.integers(0, 6, size=30)
+    unseen = {1, 4}
+    seen_best = probs[:, [0, 2, 3, 5]].max(-1)
+    d = np.sort(seen_best - probs[:, [1, 4]].max(-1))
+    assert np.diff(d).min() > 2e-4  # the grid below steps past every switch one at a time.
+    gammas = np.concatenate([[-2.0], np.linspace(-1.0001, 1.0001, 20_003), [2.0]])
+    # The curve in gamma order (seen accuracy falls, unseen rises), repeated points dropped; its area by the
+    # trapezoid rule along the path.
+    points = []
+    for p in _curve_by_sweep(probs, labels, unseen, gammas):
+        if not points or p != points[-1]:
+            points.append(p)
+    area = sum((a[0] - b[0]) * (a[1] + b[1]) / 2 for a, b in zip(points, points[1:], strict=False))
+    seen_acc, unseen_acc = evaluators.seen_unseen_curve(probs, labels, np.array([4, 1]))
+    np.testing.assert_allclose(np.stack([seen_acc, unseen_acc], -1), np.array(points), atol=1e-12)
+    assert evaluators.ausuc(probs, labels, np.array([4, 1])) == pytest.approx(area, abs=1e-12)
+    assert 0.0 < area < 1.0
+
+
+def test_ausuc_of_perfect_and_of_unseen_blind_models():
+    labels = np.array([0, 1, 2, 3])
+    perfect = np.eye(4)
+    assert evaluators.ausuc(perfect, labels, np.array([2, 3])) == pytest.approx(1.0)
+    # Unseen clips rank the other unseen name first: no calibration helps, the area is 0.
+    blind = np.array(
+        [
+            [0.9, 0.05, 0.02, 0.03],
+            [0.05, 0.9, 0.02, 0.03],
+            [0.5, 0.3, 0.05, 0.15],
+            [0.5, 0.3, 0.15, 0.05],
+        ]
+    )
+    assert evaluators.ausuc(blind, labels, np.array([2, 3])) == pytest.approx(0.0)
+    m = evaluators.zero_shot_metrics(np.log(perfect + 1e-9)[:, None, :], labels, np.array([2, 3]))
+    assert m["gzsl_ausuc"] == pytest.approx(1.0)
+
+
 def test_harmonic_mean_and_checkpoint_metric():
     assert evaluators.harmonic_mean(0.0, 0.0) == 0.0
     assert evaluators.harmonic_mean(0.6, 0.3) == pytest.approx(0.4)
