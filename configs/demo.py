@@ -55,7 +55,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dict(
             num_classes=8,
             num_train_per_class=32,
-            num_test_per_class=8,
+            # 192 test clips: one clip moves the figure by 0.5 points (64 clips moved it by 1.6, and the
+            # same recipe read 84 % or 91 % from one rounding change).
+            num_test_per_class=24,
             num_frames=None,  # natural lengths, 30-120 frames.
             num_persons=2,  # an occasional bystander, as in real footage.
             seed=0,
@@ -81,7 +83,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 256 training clips / 16 = 16 steps an epoch: 200 steps is ~12 passes.
     config.total_steps = 200
     config.log_every_steps = 10
-    config.eval_every_steps = 50
+    config.eval_every_steps = 100  # halfway and at the end: every evaluation costs the 6-minute budget.
     config.checkpoint_every_steps = 50
     config.optim.warmup_epochs = 1.0
     return variants.apply_variants(config, arg, VARIANTS)
