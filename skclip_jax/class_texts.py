@@ -129,6 +129,18 @@ def count_truncated(tokenizer, texts: Sequence[Sequence[str]], max_len: int) -> 
     return sum(n > max_len for n in lengths)
 
 
+def fitting_length(
+    tokenizer, texts: Sequence[Sequence[str]], min_len: int, limit: int = 512
+) -> int:
+    """The token length that holds every text whole (with [CLS] and [SEP]): at least ``min_len``, at most
+    ``limit`` (BERT's position table). Open-vocabulary scoring uses it so that a user's longer action name is
+    not cut to the training run's ``data.max_text_len``; padding is masked, so a longer length changes nothing
+    for shorter texts."""
+    flat = [s for t in texts for s in t]
+    longest = max((len(ids) for ids in tokenizer(flat)["input_ids"]), default=0)
+    return min(max(min_len, longest), limit)
+
+
 def tokens_for(tokenizer, texts: Sequence[Sequence[str]], max_len: int) -> dict:
     """tokenize_class_texts, with a warning when texts are cut to max_len."""
     truncated = count_truncated(tokenizer, texts, max_len)

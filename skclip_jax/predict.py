@@ -294,6 +294,9 @@ class Predictor:
     encode: Any
     tokenizer: Any
     model: Any = None
+    max_text_positions: int = (
+        512  # the text tower's position table: the longest class text it can read.
+    )
     opts: Any = None
     class_names: tuple[str, ...] = ()
     class_feats: Any = None
@@ -307,7 +310,11 @@ class Predictor:
         texts = class_texts.class_texts(
             class_names, class_texts.templates_of(self.config.data), descriptions
         )
-        tokens = class_texts.tokens_for(self.tokenizer, texts, self.config.data.max_text_len)
+        # As long as the longest text needs (never shorter than training's): a new name is never cut.
+        length = class_texts.fitting_length(
+            self.tokenizer, texts, self.config.data.max_text_len, self.max_text_positions
+        )
+        tokens = class_texts.tokens_for(self.tokenizer, texts, length)
         self.class_names = tuple(class_names)
         self.class_feats = self.encode(self.state, tokens)
 
@@ -387,7 +394,15 @@ def build_predictor(config, workdir: str, step: int | None = None) -> Predictor:
     scorer = jax.jit(functools.partial(score_clip, model=model, opts=opts))
     encode = jax.jit(functools.partial(train.encode_classes, model=model))
     return Predictor(
-        config, state, int(position["step"]), scorer, encode, tokenizer, model=model, opts=opts
+        config,
+        state,
+        int(position["step"]),
+        scorer,
+        encode,
+        tokenizer,
+        model=model,
+        max_text_positions=bert_config.max_position_embeddings,
+        opts=opts,
     )
 
 

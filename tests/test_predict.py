@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import demo
-from skclip_jax import predict, run_config, train, trainer
+from skclip_jax import class_texts, predict, run_config, train, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -176,6 +176,30 @@ def test_classes_the_run_never_saw(run_dir, config, tmp_path):
         predict.parse_classes("juggling", None)
     with pytest.raises(predict.PredictError, match="repeated"):
         predict.parse_classes("a;b;a", None)
+
+
+def test_a_long_new_name_is_read_whole(run_dir, config):
+    """A typed action name longer than the run's data.max_text_len is encoded whole, not cut to it."""
+    predictor = predict.build_predictor(config, run_dir)
+    long_name = (
+        "a person slowly lifting both arms above the head and then bending down to touch the toes"
+    )
+    predictor.set_classes(["waving hand", long_name])
+    texts = class_texts.class_texts(
+        ["waving hand", long_name], class_texts.templates_of(config.data), None
+    )
+    length = max(
+        len(ids) for ids in predictor.tokenizer([s for t in texts for s in t])["input_ids"]
+    )
+    assert length > config.data.max_text_len
+    whole = class_texts.tokenize_class_texts(predictor.tokenizer, texts, length)
+    cut = class_texts.tokenize_class_texts(predictor.tokenizer, texts, config.data.max_text_len)
+    want = predictor.encode(predictor.state, whole)
+    np.testing.assert_allclose(predictor.class_feats, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(predictor.encode(predictor.state, cut)[1], want[1], atol=1e-4)
+    # Short lists keep the training length (no new program for the run's own classes).
+    assert class_texts.fitting_length(predictor.tokenizer, [["waving hand"]], 10) == 10
+    assert class_texts.fitting_length(predictor.tokenizer, [[long_name * 40]], 10, limit=64) == 64
 
 
 def _bad_files(d):
