@@ -13,6 +13,10 @@ Runs, each stage in its own subprocess with its own time limit, and writes one J
   4. ``train``: a Penn Action training at the paper's sizes for about ``--train_minutes`` (the number of steps
      comes from the measured step rate), with its test top-1.
 
+Stages run in order of value (bench bf16 then fp32 at batch 32, the pipeline, a bf16 training, then the largest
+batches and the fp32 training); ``--deadline_minutes`` skips those that would not finish, for a time-limited
+device lease. The JSON is rewritten after every stage.
+
 ``--cpu`` runs the same stages at tiny sizes on the CPU (the demo's tiny config, MiniLM, a generated synthetic
 dataset) so that the script itself is tested anywhere; ``--dry_run`` prints the plan (every stage's command)
 as JSON and runs nothing. ``launch/gpu_check.sh`` is the shell entry point.
