@@ -83,9 +83,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 256 training clips / 16 = 16 steps an epoch: 200 steps is ~12 passes.
     config.total_steps = 200
     config.log_every_steps = 10
-    config.eval_every_steps = (
-        100  # halfway and at the end: every evaluation costs the 6-minute budget.
-    )
+    # Halfway and at the end: every evaluation costs the 6-minute budget.
+    config.eval_every_steps = 100
     config.checkpoint_every_steps = 50
     config.optim.warmup_epochs = 1.0
     return variants.apply_variants(config, arg, VARIANTS)
