@@ -154,10 +154,9 @@ def seen_unseen_curve(
     switched = np.searchsorted(d_sorted, thresholds, side="right")
     cum_before = np.concatenate([[0.0], np.cumsum(gain_before[order])])
     cum_after = np.concatenate([[0.0], np.cumsum(gain_after[order])])
-    seen_acc = gain_before.sum() - cum_before[switched]
-    unseen_acc = cum_after[switched]
-    seen_acc = np.concatenate([[gain_before.sum()], seen_acc])
-    unseen_acc = np.concatenate([[0.0], unseen_acc])
+    total_seen = gain_before.sum()
+    seen_acc = np.concatenate([[total_seen], total_seen - cum_before[switched]])
+    unseen_acc = np.concatenate([[0.0], cum_after[switched]])
     changed = np.concatenate([[True], (np.diff(seen_acc) != 0) | (np.diff(unseen_acc) != 0)])
     return seen_acc[changed], unseen_acc[changed]
 

@@ -447,7 +447,7 @@ def _synthetic_dataset(data_dir: str) -> None:
 
 
 def train_stage(args, data_dir: str, dtype: str, workdir: str, bench: dict, timeout: float, log):
-    """A short training run; its steps come from the measured bf16 (else fp32) step rate."""
+    """A short training run; its steps come from the bench's step rate in the same dtype."""
     rate = bench.get(f"{dtype}_b{args.batch_size}", {}).get("train_clips_per_sec")
     if args.cpu:
         steps = 4
@@ -468,17 +468,17 @@ def train_stage(args, data_dir: str, dtype: str, workdir: str, bench: dict, time
     elif proc.returncode != 0:
         out["error"] = proc.stderr[-3000:]
     out["wall_s"] = round(time.perf_counter() - t0, 1)
-    metrics_file = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(metrics_file):
-        with open(metrics_file) as f:
-            rows = [json.loads(line) for line in f]
-        evals = [r for r in rows if "top1" in r]
-        trains = [r for r in rows if "clips_per_sec" in r]
-        if evals:
-            out["top1"] = evals[-1]["top1"]
-            out["mean_class_accuracy"] = evals[-1].get("mean_class_accuracy")
-        if trains:
-            out["train_clips_per_sec_logged"] = trains[-1]["clips_per_sec"]
+    from skclip_jax import metrics_io
+
+    # read_metrics skips the partial last line a run killed at its time limit can leave.
+    rows = metrics_io.read_metrics(workdir)
+    evals = [r for r in rows if "top1" in r]
+    trains = [r for r in rows if "clips_per_sec" in r]
+    if evals:
+        out["top1"] = evals[-1]["top1"]
+        out["mean_class_accuracy"] = evals[-1].get("mean_class_accuracy")
+    if trains:
+        out["train_clips_per_sec_logged"] = trains[-1]["clips_per_sec"]
     return out
 
 

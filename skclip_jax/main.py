@@ -118,8 +118,8 @@ def main(argv):
     try:
         import tensorflow as tf
     except ImportError:  # ArrayRecord datasets are read without TensorFlow (TFRecord ones need it).
-        tf = None
-    if tf is not None:
+        pass
+    else:
         # tf.data / TFDS must not grab accelerator memory that JAX needs.
         tf.config.set_visible_devices([], "GPU")
     initialize_distributed()

@@ -294,9 +294,8 @@ class Predictor:
     encode: Any
     tokenizer: Any
     model: Any = None
-    max_text_positions: int = (
-        512  # the text tower's position table: the longest class text it can read.
-    )
+    # The text tower's position table: the longest class text it can read.
+    max_text_positions: int = 512
     opts: Any = None
     class_names: tuple[str, ...] = ()
     class_feats: Any = None
