@@ -45,6 +45,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.class_descriptions_file = ""
     # Classes (names or 0-based indices) held out of training entirely: zero-shot evaluation (ZSL, GZSL).
     config.data.unseen_classes = ()
+    # GZSL calibration (zero-shot runs only, README "Zero-shot"): the last calibration_percent of the training
+    # split is held out of training; its seen-class clips choose the calibrated-stacking offset that keeps
+    # calibration_keep_seen of them seen, and choose the kept best checkpoint. 0 turns both off.
+    config.data.calibration_percent = 10
+    config.data.calibration_keep_seen = 0.95
     config.data.num_workers = 0  # grain worker processes per host; 0 = in-process.
 
     # Model.

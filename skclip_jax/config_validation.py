@@ -150,6 +150,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             "--config.data.unseen_classes=\"('squat', 'pushup')\" or '(3, 5)'",
         )
 
+    if "calibration_percent" in config.data:
+        check(
+            "data.calibration_percent",
+            lambda v: _is_int(v) and 0 <= v < 50,
+            "must be an integer percent of the training split in [0, 50)",
+            "--config.data.calibration_percent=10 (0: no GZSL calibration split)",
+        )
+        check(
+            "data.calibration_keep_seen",
+            lambda v: _is_number(v) and 0 < v < 1,
+            "must be a fraction in (0, 1) of held-out seen clips that calibration keeps seen",
+            "--config.data.calibration_keep_seen=0.95",
+        )
+
     # Model.
     s = "model.slowonly"
     positive_int(f"{s}.in_channels", 17)

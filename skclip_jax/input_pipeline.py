@@ -10,6 +10,7 @@ streamed with tf.data (deterministic for a given seed and process count).
 
 import dataclasses
 import os
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -101,6 +102,47 @@ def load_dataset_info(
                 pass
     file_format = getattr(builder.info.file_format, "value", str(builder.info.file_format))
     return DatasetInfo(builder_dir, names, sizes, file_format)
+
+
+_PERCENT_SLICE = re.compile(r"^(?P<name>[^\[\]]+?)(?:\[(?P<start>\d*)%?:(?P<end>\d*)%?\])?$")
+
+
+def carve_split(spec: str, percent: int) -> tuple[str, str]:
+    """Splits a split spec into (the rest, its last `percent` points of the whole split) as TFDS slices.
+
+    ``carve_split("train", 10) == ("train[:90%]", "train[90%:]")``; an already sliced spec keeps its bounds,
+    ``carve_split("train[:85%]", 10) == ("train[:75%]", "train[75%:85%]")``. TFDS orders a split by hashed
+    example keys, so a contiguous slice is a random sample of clips.
+    """
+    match = _PERCENT_SLICE.match(spec)
+    if not match or ("[" in spec and "%" not in spec):
+        raise ValueError(f"cannot carve {percent}% from split {spec!r}: give a name or a percent slice")
+    name = match["name"]
+    start, end = int(match["start"] or 0), int(match["end"] or 100)
+    cut = end - percent
+    if not 0 <= start < cut < end <= 100:
+        raise ValueError(f"cannot carve {percent}% from split {spec!r}: it spans {start}%..{end}%")
+    lo = f"{start}%" if start else ""
+    hi = "" if end == 100 else f"{end}%"
+    return f"{name}[{lo}:{cut}%]", f"{name}[{cut}%:{hi}]"
+
+
+def with_calibration_split(config):
+    """The config a zero-shot run trains and evaluates with: data.calibration_split carved from the training split.
+
+    Applies when data.unseen_classes and data.calibration_percent are set (README "Zero-shot"); the saved run
+    config keeps the fields as given, so resolving it again gives the same splits. Other configs come back as they
+    are, with data.calibration_split = "".
+    """
+    config = config.copy_and_resolve_references()
+    percent = config.data.get("calibration_percent", 0)
+    with config.unlocked():
+        config.data.calibration_split = ""
+        if config.data.get("unseen_classes") and percent:
+            config.data.train_split, config.data.calibration_split = carve_split(
+                config.data.train_split, percent
+            )
+    return config
 
 
 def open_source(info: DatasetInfo, split: str):
@@ -404,8 +446,9 @@ def eval_iterator(
     config,
     process_index: int | None = None,
     process_count: int | None = None,
+    split: str | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """The whole test split once, in order, as local batches padded to a full global batch with a `mask`.
+    """The whole test split (or `split`) once, in order, as local batches padded to a full global batch with a `mask`.
 
     Every video yields num_test_clips deterministic views (PYSKL test mode). Padding rows repeat a real clip and are
     masked out of the metrics, so every batch has the same shape (no recompilation on the last one).
@@ -413,11 +456,12 @@ def eval_iterator(
     process_index, process_count = _resolve_process(process_index, process_count)
     global_batch = config.eval_batch_size
     rows = process_rows(global_batch, process_index, process_count)
-    n = info.split_sizes.get(config.data.test_split, 0)
+    split = split or config.data.test_split
+    n = info.split_sizes.get(split, 0)
     num_batches = -(-n // global_batch)
     if info.file_format == "tfrecord":
-        return _streamed_eval_batches(info, config, rows, num_batches)
-    source = open_source(info, config.data.test_split)
+        return _streamed_eval_batches(info, config, rows, num_batches, split)
+    source = open_source(info, split)
 
     def make_batch(batch_index: int) -> dict[str, np.ndarray]:
         clips, mask = [], []
@@ -433,11 +477,9 @@ def eval_iterator(
     return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
 
 
-def _streamed_eval_batches(info, config, rows: slice, num_batches: int):
+def _streamed_eval_batches(info, config, rows: slice, num_batches: int, split: str):
     """TFRecord evaluation: every process reads the split in order and keeps its rows of each global batch."""
-    records = _tf_records(
-        info, config.data.test_split, shuffle_seed=None, process_index=0, process_count=1
-    )
+    records = _tf_records(info, split, shuffle_seed=None, process_index=0, process_count=1)
     last = None
     for _ in range(num_batches):
         global_rows = []

@@ -102,14 +102,19 @@ def build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool = 
 
 def _build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool) -> Experiment:
     config_validation.validate_config(config)
+    config = input_pipeline.with_calibration_split(config)
+    named_splits = {
+        "train_split": config.data.train_split,
+        "test_split": config.data.test_split,
+        "calibration_split": config.data.calibration_split,
+    }
     info = input_pipeline.load_dataset_info(
         config.data.data_dir,
         config.data.class_names_file,
-        slices=(config.data.train_split, config.data.test_split),
+        slices=[split for split in named_splits.values() if split],
     )
-    for split in (config.data.train_split, config.data.test_split):
-        if split not in info.split_sizes:
-            field = "train_split" if split == config.data.train_split else "test_split"
+    for field, split in named_splits.items():
+        if split and split not in info.split_sizes:
             raise ValueError(
                 f"data.{field}={split!r} is not a split of {info.data_dir}; it has "
                 f"{sorted(info.split_sizes)}"
@@ -172,27 +177,54 @@ def _build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool) 
     )
 
 
-def run_evaluation(exp: Experiment, state: train.TrainState) -> tuple[dict[str, float], np.ndarray]:
-    """Top-1, top-5 and mean class accuracy over the whole test split; returns (metrics, confusion matrix)."""
-    class_feats = exp.steps.encode_classes(state, exp.class_tokens)
+def _predict_split(exp: Experiment, state, class_feats, split: str | None = None):
+    """(probs [N, L], labels [N], per-view logits [N, V, L]) of every clip of the test split (or `split`)."""
     probs, labels, view_logits = [], [], []
-    for local in input_pipeline.eval_iterator(exp.info, exp.config):
+    for local in input_pipeline.eval_iterator(exp.info, exp.config, split=split):
         out = jax.device_get(
             exp.steps.eval(state, sharding.make_global_batch(exp.mesh, local), class_feats)
         )
         keep = np.asarray(out["mask"], bool)
         probs.append(np.asarray(out["probs"])[keep])
         labels.append(np.asarray(out["label"])[keep])
-        if exp.unseen:
-            view_logits.append(np.asarray(out["logits"])[keep])
-    probs, labels = np.concatenate(probs), np.concatenate(labels)
+        view_logits.append(np.asarray(out["logits"])[keep])
+    return np.concatenate(probs), np.concatenate(labels), np.concatenate(view_logits)
+
+
+def run_evaluation(exp: Experiment, state: train.TrainState) -> tuple[dict[str, float], np.ndarray]:
+    """Top-1, top-5 and mean class accuracy over the whole test split; returns (metrics, confusion matrix).
+
+    Zero-shot runs add ZSL / GZSL figures and, with a calibration split, calibrated GZSL (its seen-class
+    clips choose the offset; README "Zero-shot").
+    """
+    class_feats = exp.steps.encode_classes(state, exp.class_tokens)
+    probs, labels, view_logits = _predict_split(exp, state, class_feats)
     metrics = evaluators.classification_metrics(probs, labels)
     if exp.unseen:
-        metrics.update(
-            evaluators.zero_shot_metrics(np.concatenate(view_logits), labels, exp.unseen)
-        )
+        metrics.update(evaluators.zero_shot_metrics(view_logits, labels, exp.unseen))
+        metrics.update(_calibrated_metrics(exp, state, class_feats, view_logits, labels))
     confusion = evaluators.confusion_matrix(probs.argmax(-1), labels, exp.info.num_classes)
     return {k: float(v) for k, v in metrics.items()}, confusion
+
+
+def _calibrated_metrics(exp: Experiment, state, class_feats, view_logits, labels) -> dict:
+    """Calibrated GZSL on the test split, its offset chosen on the calibration split's seen-class clips."""
+    split = exp.config.data.calibration_split
+    if not split:
+        return {}
+    _, cal_labels, cal_logits = _predict_split(exp, state, class_feats, split)
+    seen_rows = ~np.isin(cal_labels, exp.unseen)
+    if not seen_rows.any():
+        logging.warning("data.calibration_split=%r holds no seen-class clip: not calibrated", split)
+        return {}
+    return evaluators.calibrated_gzsl_metrics(
+        view_logits,
+        labels,
+        cal_logits[seen_rows],
+        cal_labels[seen_rows],
+        exp.unseen,
+        exp.config.data.calibration_keep_seen,
+    )
 
 
 def _fetch_train_metrics(buffer: list[tuple[int, dict]]) -> list[tuple[int, dict[str, float]]]:
@@ -267,11 +299,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     eval_every = every(config.eval_every_steps, exp.steps_per_epoch)
     ckpt_every = every(config.checkpoint_every_steps, exp.steps_per_epoch)
     base_rng = jax.random.key(config.seed)
-    train_clips = exp.info.split_sizes[config.data.train_split]
+    train_split = exp.config.data.train_split  # a zero-shot run's calibration clips carved off
+    train_clips = exp.info.split_sizes[train_split]
     plan = (
         f"Plan: {exp.total_steps} steps of {config.batch_size} clips = "
         f"{exp.total_steps * config.batch_size / max(train_clips, 1):.1f} passes over the "
-        f"{train_clips} clips of split {config.data.train_split!r} ({exp.steps_per_epoch} steps an epoch "
+        f"{train_clips} clips of split {train_split!r} ({exp.steps_per_epoch} steps an epoch "
         f"with repeat {config.data.repeat}); evaluation every {eval_every} steps; "
         f"global batch {config.batch_size} on {jax.device_count()} devices, mesh {dict(exp.mesh.shape)}"
     )
@@ -280,7 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         print(plan, flush=True)
     train_tokens = exp.class_tokens if exp.train_class_tokens is None else exp.train_class_tokens
     batches = input_pipeline.train_iterator(
-        exp.info, config, start_step, exp.total_steps, unseen=exp.unseen
+        exp.info, exp.config, start_step, exp.total_steps, unseen=exp.unseen
     )
     buffer: list[tuple[int, dict]] = []
     last_eval: dict[str, float] = {}

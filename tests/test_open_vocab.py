@@ -112,6 +112,68 @@ def test_harmonic_mean_and_checkpoint_metric():
     }
 
 
+def test_calibrated_gzsl_against_a_loop():
+    rng = np.random.default_rng(5)
+    num_classes, unseen = 6, np.array([1, 4])
+    test_logits = rng.normal(size=(40, 2, num_classes)) * 2
+    test_labels = rng.integers(0, num_classes, size=40)
+    cal_logits = rng.normal(size=(20, 2, num_classes)) * 2
+    cal_labels = rng.choice([0, 2, 3, 5], size=20)
+    m = evaluators.calibrated_gzsl_metrics(
+        test_logits, test_labels, cal_logits, cal_labels, unseen, keep_seen=0.8
+    )
+
+    def view_mean_probs(logits):
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        return (p / p.sum(-1, keepdims=True)).mean(1)
+
+    seen = [0, 2, 3, 5]
+    cal_probs = view_mean_probs(cal_logits)
+    margins = [max(p[c] for c in seen) - max(p[c] for c in unseen) for p in cal_probs]
+    # 80 % of the calibration clips keep a margin above gamma (16 of 20), the rest do not.
+    assert sum(d > m["gzsl_cal_gamma"] for d in margins) == 16
+    right = {True: [], False: []}
+    for p, y in zip(view_mean_probs(test_logits), test_labels, strict=True):
+        scores = [p[c] - (0.0 if c in unseen else m["gzsl_cal_gamma"]) for c in range(num_classes)]
+        right[bool(y in unseen)].append(int(np.argmax(scores)) == y)
+    assert m["gzsl_cal_seen"] == pytest.approx(np.mean(right[False]))
+    assert m["gzsl_cal_unseen"] == pytest.approx(np.mean(right[True]))
+    assert m["gzsl_cal_h"] == pytest.approx(
+        evaluators.harmonic_mean(np.mean(right[False]), np.mean(right[True]))
+    )
+    cal_pred = [seen[int(np.argmax(view_mean_probs(lg[None, :, seen])[0]))] for lg in cal_logits]
+    assert m["calibration_seen_top1"] == pytest.approx(np.mean(np.array(cal_pred) == cal_labels))
+    # Uncalibrated GZSL is the same model at gamma = 0: calibration trades seen for unseen accuracy.
+    plain = evaluators.zero_shot_metrics(test_logits, test_labels, unseen)
+    if m["gzsl_cal_gamma"] > 0:
+        assert m["gzsl_cal_unseen"] >= plain["gzsl_unseen"]
+    with pytest.raises(ValueError, match="seen-class clips"):
+        evaluators.calibrated_gzsl_metrics(
+            test_logits, test_labels, cal_logits, np.full(20, 4), unseen
+        )
+
+
+def test_carve_split_percent_arithmetic():
+    from skclip_jax import input_pipeline
+
+    assert input_pipeline.carve_split("train", 10) == ("train[:90%]", "train[90%:]")
+    assert input_pipeline.carve_split("xsub_train", 25) == ("xsub_train[:75%]", "xsub_train[75%:]")
+    assert input_pipeline.carve_split("train[:85%]", 10) == ("train[:75%]", "train[75%:85%]")
+    assert input_pipeline.carve_split("train[20%:]", 10) == ("train[20%:90%]", "train[90%:]")
+    for bad in ("train[:100]", "train[:5%]", "train[a:b]"):
+        with pytest.raises(ValueError, match="cannot carve"):
+            input_pipeline.carve_split(bad, 10)
+    config = penn_action.get_config("zsl1")
+    resolved = input_pipeline.with_calibration_split(config)
+    assert resolved.data.calibration_split == "train[90%:]"
+    assert input_pipeline.with_calibration_split(penn_action.get_config()).data.calibration_split == ""
+
+
+def test_checkpoint_metric_prefers_held_out_calibration_clips():
+    m = {"top1": 0.9, "seen_top1": 0.7, "calibration_seen_top1": 0.6}
+    assert evaluators.checkpoint_metrics(m) == {"top1": 0.6}
+
+
 def test_zero_shot_metrics_reject_bad_input():
     with pytest.raises(ValueError, match="view_logits"):
         evaluators.zero_shot_metrics(LOGITS[:, 0], LABELS, [2])

@@ -6,6 +6,7 @@ import os
 import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from configs import demo
 from skclip_jax import class_texts, input_pipeline, train, trainer
@@ -25,6 +26,7 @@ def tiny_config(dataset):
     config.data.unseen_classes = (dataset.class_names[UNSEEN],)
     config.data.prompt_templates = ("{}", "a person {}.")
     config.data.repeat = 3  # 9 seen clips x 3 = 27: 3 steps of 8 an epoch.
+    config.data.calibration_percent = 0  # the whole training split trains (see the calibration test).
     return config
 
 
@@ -108,3 +110,51 @@ def test_training_steps_get_no_unseen_clip_or_text(dataset, tmp_path, monkeypatc
         evals = [r for r in map(json.loads, f) if r["kind"] == "eval"]
     assert evals[-1]["zsl_top1"] == pytest.approx(result["zsl_top1"])
     assert result["zsl_top1"] == 1.0  # one unseen class: choosing among 1 name.
+
+
+def _clip_key(record) -> bytes:
+    return np.asarray(record["keypoint"], np.float32).tobytes()
+
+
+def test_calibration_clips_never_train_and_choose_the_kept_checkpoint(dataset, tmp_path, monkeypatch):
+    config = tiny_config(dataset)
+    config.data.calibration_percent = 34  # 12 training clips: about 4 held out for calibration.
+    config.total_steps = 2
+    config.eval_every_steps = 2
+    config.checkpoint_every_steps = 2
+    resolved = input_pipeline.with_calibration_split(config)
+    assert (resolved.data.train_split, resolved.data.calibration_split) == ("train[:66%]", "train[66%:]")
+    assert config.data.train_split == "train"  # the given config is left as it is (it is what a run saves).
+    reads = []
+    open_source = input_pipeline.open_source
+
+    def counting_open_source(info, split):
+        source = _CountingSource(open_source(info, split))
+        reads.append((split, source))
+        return source
+
+    monkeypatch.setattr(input_pipeline, "open_source", counting_open_source)
+    saved = []
+    save = trainer.checkpointing.save
+    monkeypatch.setattr(
+        trainer.checkpointing, "save", lambda *a: saved.append(a[-1]) or save(*a)
+    )
+    result = trainer.train_and_evaluate(config, str(tmp_path))
+
+    builder = tfds.builder_from_directory(dataset.data_dir)
+    whole, calibration = (builder.as_data_source(split=s) for s in ("train", "train[66%:]"))
+    calibration_keys = {_clip_key(calibration[i]) for i in range(len(calibration))}
+    assert 0 < len(calibration_keys) < len(whole)
+    trained = [(split, src) for split, src in reads if split == "train[:66%]"]
+    assert trained and all(src.read for _, src in trained)
+    for _, src in trained:
+        for index in src.read:
+            assert _clip_key(src.source[index]) not in calibration_keys
+    assert any(split == "train[66%:]" for split, _ in reads)  # evaluation read the calibration clips.
+    for key in ("gzsl_cal_seen", "gzsl_cal_unseen", "gzsl_cal_h", "calibration_seen_top1"):
+        assert 0.0 <= result[key] <= 1.0, key
+    assert np.isfinite(result["gzsl_cal_gamma"])
+    assert saved[-1] == {"top1": result["calibration_seen_top1"]}  # never the test split's clips.
+    # The saved run config is the one given: evaluating the workdir again carves the same splits.
+    with open(os.path.join(tmp_path, "config.json")) as f:
+        assert json.load(f)["data"]["train_split"] == "train"
