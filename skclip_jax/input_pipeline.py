@@ -425,16 +425,20 @@ def _streamed_train_batches(info, config, start_step, num_steps, process_index, 
         yield _stack(clips)
 
 
+def num_train_examples(info: DatasetInfo, config, unseen: Sequence[int] = ()) -> int:
+    """The clips the training sampler draws from: the training split's, less any unseen-class clips."""
+    if not unseen:
+        return info.split_sizes[config.data.train_split]
+    if info.file_format == "tfrecord":
+        raise ValueError(
+            "data.unseen_classes needs an ArrayRecord dataset (the converters' default), not tfrecord"
+        )
+    return len(train_split(info, config, unseen).indices)
+
+
 def steps_per_epoch(info: DatasetInfo, config, unseen: Sequence[int] = ()) -> int:
-    num_examples = info.split_sizes[config.data.train_split]
-    if unseen:
-        if info.file_format == "tfrecord":
-            raise ValueError(
-                "data.unseen_classes needs an ArrayRecord dataset (the converters' default), not tfrecord"
-            )
-        num_examples = len(train_split(info, config, unseen).indices)
     return TrainSampler(
-        num_examples,
+        num_train_examples(info, config, unseen),
         config.batch_size,
         config.data.repeat,
         config.seed,

@@ -300,11 +300,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     ckpt_every = every(config.checkpoint_every_steps, exp.steps_per_epoch)
     base_rng = jax.random.key(config.seed)
     train_split = exp.config.data.train_split  # a zero-shot run's calibration clips carved off
-    train_clips = exp.info.split_sizes[train_split]
+    train_clips = input_pipeline.num_train_examples(exp.info, exp.config, exp.unseen)
+    unseen_note = " (seen classes)" if exp.unseen else ""
     plan = (
         f"Plan: {exp.total_steps} steps of {config.batch_size} clips = "
         f"{exp.total_steps * config.batch_size / max(train_clips, 1):.1f} passes over the "
-        f"{train_clips} clips of split {train_split!r} ({exp.steps_per_epoch} steps an epoch "
+        f"{train_clips} clips{unseen_note} of split {train_split!r} ({exp.steps_per_epoch} steps an epoch "
         f"with repeat {config.data.repeat}); evaluation every {eval_every} steps; "
         f"global batch {config.batch_size} on {jax.device_count()} devices, mesh {dict(exp.mesh.shape)}"
     )
