@@ -116,7 +116,9 @@ def carve_split(spec: str, percent: int) -> tuple[str, str]:
     """
     match = _PERCENT_SLICE.match(spec)
     if not match or ("[" in spec and "%" not in spec):
-        raise ValueError(f"cannot carve {percent}% from split {spec!r}: give a name or a percent slice")
+        raise ValueError(
+            f"cannot carve {percent}% from split {spec!r}: give a name or a percent slice"
+        )
     name = match["name"]
     start, end = int(match["start"] or 0), int(match["end"] or 100)
     cut = end - percent

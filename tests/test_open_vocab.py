@@ -166,7 +166,9 @@ def test_carve_split_percent_arithmetic():
     config = penn_action.get_config("zsl1")
     resolved = input_pipeline.with_calibration_split(config)
     assert resolved.data.calibration_split == "train[90%:]"
-    assert input_pipeline.with_calibration_split(penn_action.get_config()).data.calibration_split == ""
+    assert (
+        input_pipeline.with_calibration_split(penn_action.get_config()).data.calibration_split == ""
+    )
 
 
 def test_checkpoint_metric_prefers_held_out_calibration_clips():
@@ -333,6 +335,14 @@ def test_validation_names_bad_open_vocab_fields():
     c = penn_action.get_config("")
     c.data.prompt_templates = ("a person",)
     c.data.unseen_classes = (-1,)
+    c.data.calibration_percent = 60
+    c.data.calibration_keep_seen = 1.0
     with pytest.raises(ValueError) as e:
         config_validation.validate_config(c)
-    assert "data.prompt_templates" in str(e.value) and "data.unseen_classes" in str(e.value)
+    for field in (
+        "data.prompt_templates",
+        "data.unseen_classes",
+        "data.calibration_percent",
+        "data.calibration_keep_seen",
+    ):
+        assert field in str(e.value), field

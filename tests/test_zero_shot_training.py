@@ -26,7 +26,9 @@ def tiny_config(dataset):
     config.data.unseen_classes = (dataset.class_names[UNSEEN],)
     config.data.prompt_templates = ("{}", "a person {}.")
     config.data.repeat = 3  # 9 seen clips x 3 = 27: 3 steps of 8 an epoch.
-    config.data.calibration_percent = 0  # the whole training split trains (see the calibration test).
+    config.data.calibration_percent = (
+        0  # the whole training split trains (see the calibration test).
+    )
     return config
 
 
@@ -116,15 +118,22 @@ def _clip_key(record) -> bytes:
     return np.asarray(record["keypoint"], np.float32).tobytes()
 
 
-def test_calibration_clips_never_train_and_choose_the_kept_checkpoint(dataset, tmp_path, monkeypatch):
+def test_calibration_clips_never_train_and_choose_the_kept_checkpoint(
+    dataset, tmp_path, monkeypatch
+):
     config = tiny_config(dataset)
     config.data.calibration_percent = 34  # 12 training clips: about 4 held out for calibration.
     config.total_steps = 2
     config.eval_every_steps = 2
     config.checkpoint_every_steps = 2
     resolved = input_pipeline.with_calibration_split(config)
-    assert (resolved.data.train_split, resolved.data.calibration_split) == ("train[:66%]", "train[66%:]")
-    assert config.data.train_split == "train"  # the given config is left as it is (it is what a run saves).
+    assert (resolved.data.train_split, resolved.data.calibration_split) == (
+        "train[:66%]",
+        "train[66%:]",
+    )
+    assert (
+        config.data.train_split == "train"
+    )  # the given config is left as it is (it is what a run saves).
     reads = []
     open_source = input_pipeline.open_source
 
@@ -136,9 +145,7 @@ def test_calibration_clips_never_train_and_choose_the_kept_checkpoint(dataset, t
     monkeypatch.setattr(input_pipeline, "open_source", counting_open_source)
     saved = []
     save = trainer.checkpointing.save
-    monkeypatch.setattr(
-        trainer.checkpointing, "save", lambda *a: saved.append(a[-1]) or save(*a)
-    )
+    monkeypatch.setattr(trainer.checkpointing, "save", lambda *a: saved.append(a[-1]) or save(*a))
     result = trainer.train_and_evaluate(config, str(tmp_path))
 
     builder = tfds.builder_from_directory(dataset.data_dir)
@@ -150,7 +157,9 @@ def test_calibration_clips_never_train_and_choose_the_kept_checkpoint(dataset, t
     for _, src in trained:
         for index in src.read:
             assert _clip_key(src.source[index]) not in calibration_keys
-    assert any(split == "train[66%:]" for split, _ in reads)  # evaluation read the calibration clips.
+    assert any(
+        split == "train[66%:]" for split, _ in reads
+    )  # evaluation read the calibration clips.
     for key in ("gzsl_cal_seen", "gzsl_cal_unseen", "gzsl_cal_h", "calibration_seen_top1"):
         assert 0.0 <= result[key] <= 1.0, key
     assert np.isfinite(result["gzsl_cal_gamma"])
