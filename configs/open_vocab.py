@@ -19,7 +19,11 @@ DESCRIPTIONS_DIR = os.path.join(
 
 
 def zero_shot(unseen: tuple, help_text: str, **fields) -> variants.Variant:
-    """A zero-shot split: `unseen` held out of training; every evaluation adds ZSL and GZSL figures."""
+    """A zero-shot split: `unseen` held out of training; every evaluation adds ZSL and GZSL figures.
+
+    The last data.calibration_percent (default 10) of the training split is held out too: its seen-class clips
+    choose the GZSL calibration and the kept best checkpoint (README "Zero-shot").
+    """
     return variants.Variant(
         variants.set_fields(**{"data.unseen_classes": tuple(unseen)}, **fields), "zsl", help_text
     )
