@@ -122,11 +122,14 @@ def tokenize_class_texts(tokenizer, texts: Sequence[Sequence[str]], max_len: int
     return out
 
 
+def token_lengths(tokenizer, texts: Sequence[Sequence[str]]) -> list[int]:
+    """Every text's length in tokens, with [CLS] and [SEP], untruncated."""
+    return [len(ids) for ids in tokenizer([s for t in texts for s in t])["input_ids"]]
+
+
 def count_truncated(tokenizer, texts: Sequence[Sequence[str]], max_len: int) -> int:
     """How many texts are longer than max_len tokens (with [CLS] and [SEP]) and so get cut."""
-    flat = [s for t in texts for s in t]
-    lengths = [len(ids) for ids in tokenizer(flat)["input_ids"]]
-    return sum(n > max_len for n in lengths)
+    return sum(n > max_len for n in token_lengths(tokenizer, texts))
 
 
 def fitting_length(
@@ -136,8 +139,7 @@ def fitting_length(
     ``limit`` (BERT's position table). Open-vocabulary scoring uses it so that a user's longer action name is
     not cut to the training run's ``data.max_text_len``; padding is masked, so a longer length changes nothing
     for shorter texts."""
-    flat = [s for t in texts for s in t]
-    longest = max((len(ids) for ids in tokenizer(flat)["input_ids"]), default=0)
+    longest = max(token_lengths(tokenizer, texts), default=0)
     return min(max(min_len, longest), limit)
 
 

@@ -115,6 +115,13 @@ def harmonic_mean(seen: float, unseen: float) -> float:
     return 0.0 if seen + unseen == 0 else 2.0 * seen * unseen / (seen + unseen)
 
 
+def seen_unseen_margins(probs: np.ndarray, unseen: np.ndarray) -> np.ndarray:
+    """float [N]: each clip's best seen-class probability minus its best unseen-class probability."""
+    is_seen_class = np.ones(probs.shape[-1], bool)
+    is_seen_class[np.asarray(unseen, np.int64)] = False
+    return probs[:, is_seen_class].max(-1) - probs[:, ~is_seen_class].max(-1)
+
+
 def seen_unseen_curve(
     probs: np.ndarray, labels: np.ndarray, unseen: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +147,7 @@ def seen_unseen_curve(
     seen_cls, unseen_cls = np.flatnonzero(is_seen_class), np.flatnonzero(~is_seen_class)
     best_seen = seen_cls[probs[:, seen_cls].argmax(-1)]
     best_unseen = unseen_cls[probs[:, unseen_cls].argmax(-1)]
-    rows = np.arange(len(labels))
-    d = probs[rows, best_seen] - probs[rows, best_unseen]
+    d = seen_unseen_margins(probs, unseen)
     on_seen = is_seen_class[labels]
     n_seen, n_unseen = max(on_seen.sum(), 1), max((~on_seen).sum(), 1)
     # A clip's contribution while it predicts its seen class (gamma < d), and after it switches (gamma >= d).
@@ -223,13 +229,6 @@ def zero_shot_metrics(
         "gzsl_ausuc": ausuc(subset_probs(view_logits, everything), labels, unseen),
         "seen_top1": _accuracy(choose(~is_unseen, seen), labels[~is_unseen]),
     }
-
-
-def seen_unseen_margins(probs: np.ndarray, unseen: np.ndarray) -> np.ndarray:
-    """float [N]: each clip's best seen-class probability minus its best unseen-class probability."""
-    is_seen_class = np.ones(probs.shape[-1], bool)
-    is_seen_class[np.asarray(unseen, np.int64)] = False
-    return probs[:, is_seen_class].max(-1) - probs[:, ~is_seen_class].max(-1)
 
 
 def calibrated_gzsl_metrics(

@@ -178,7 +178,10 @@ def _build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool) 
 
 
 def _predict_split(exp: Experiment, state, class_feats, split: str | None = None):
-    """(probs [N, L], labels [N], per-view logits [N, V, L]) of every clip of the test split (or `split`)."""
+    """(probs [N, L], labels [N], per-view logits [N, V, L]) of every clip of the test split (or `split`).
+
+    The per-view logits are kept for zero-shot runs only (their subset metrics need them); else None.
+    """
     probs, labels, view_logits = [], [], []
     for local in input_pipeline.eval_iterator(exp.info, exp.config, split=split):
         out = jax.device_get(
@@ -187,8 +190,10 @@ def _predict_split(exp: Experiment, state, class_feats, split: str | None = None
         keep = np.asarray(out["mask"], bool)
         probs.append(np.asarray(out["probs"])[keep])
         labels.append(np.asarray(out["label"])[keep])
-        view_logits.append(np.asarray(out["logits"])[keep])
-    return np.concatenate(probs), np.concatenate(labels), np.concatenate(view_logits)
+        if exp.unseen:
+            view_logits.append(np.asarray(out["logits"])[keep])
+    view_logits = np.concatenate(view_logits) if view_logits else None
+    return np.concatenate(probs), np.concatenate(labels), view_logits
 
 
 def run_evaluation(exp: Experiment, state: train.TrainState) -> tuple[dict[str, float], np.ndarray]:
