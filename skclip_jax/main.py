@@ -91,18 +91,31 @@ def initialize_distributed() -> None:
 
 
 def ensure_demo_data(config) -> None:
-    """The demo's synthetic dataset is generated on first use, so a fresh clone trains with one command."""
-    if not config.data.get("generate_synthetic", False) or os.path.isdir(config.data.data_dir):
+    """The demo's synthetic dataset is generated on first use, so a fresh clone trains with one command.
+
+    An existing directory is reused only if it was generated with the same `data.synthetic` settings: a dataset
+    of another seed or size must not stand in silently for the one the config names (trainer.SetupError).
+    """
+    if not config.data.get("generate_synthetic", False):
         return
     import jax
 
-    from data_prep import (
-        synthetic,
-    )  # the entry point may use the offline converter; the library never does.
+    # The entry point may use the offline converter; the library never does.
+    from data_prep import synthetic, tfds_writer
+    from skclip_jax import trainer
 
     if jax.process_index() == 0:
-        logging.info("Generating the synthetic demo dataset in %s", config.data.data_dir)
-        synthetic.make_synthetic_dataset(config.data.data_dir, **config.data.synthetic.to_dict())
+        if not os.path.isdir(config.data.data_dir):
+            logging.info("Generating the synthetic demo dataset in %s", config.data.data_dir)
+        try:
+            synthetic.make_synthetic_dataset(
+                config.data.data_dir, **config.data.synthetic.to_dict()
+            )
+        except tfds_writer.DataPrepError as e:
+            raise trainer.SetupError(
+                f"data.data_dir {config.data.data_dir} holds another dataset than data.synthetic "
+                f"describes ({e}); name a new data.data_dir for these settings or delete that directory"
+            ) from None
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 

@@ -192,6 +192,24 @@ def test_missing_data_dir_and_checkpoint_are_clear_errors(tmp_path):
     assert code != 0 and "no checkpoint" in out
 
 
+def test_demo_data_of_other_generator_settings_is_not_reused(data_dir, tmp_path):
+    """A demo data_dir made with another seed is refused by name, not silently trained on."""
+    from configs import demo
+    from data_prep import synthetic
+
+    other = str(tmp_path / "seed5")
+    kwargs = dict(demo.get_config("tiny").data.synthetic.to_dict(), seed=5)
+    synthetic.make_synthetic_dataset(other, **kwargs)
+    code, out = run(str(tmp_path / "w"), other)
+    assert code != 0 and "Traceback" not in out
+    assert f"data.data_dir {other} holds another dataset than data.synthetic describes" in out
+    # The same settings reuse it (the seed given on the command line).
+    code, out = run(
+        str(tmp_path / "w2"), other, "--config.data.synthetic.seed=5", "--config.total_steps=2"
+    )
+    assert code == 0, out
+
+
 def test_non_finite_loss_names_its_step():
     buffer = [(5, {"loss": jnp.float32(1.0)}), (6, {"loss": jnp.float32(float("nan"))})]
     with pytest.raises(trainer.NonFiniteLossError, match="at step 6"):

@@ -30,6 +30,7 @@ def run_dir(tmp_path_factory):
     )
     config = demo.get_config("tiny")
     config.data.data_dir = str(data)
+    config.data.generate_synthetic = False  # the fixture's own dataset, not the tiny demo's.
     config.total_steps = 1
     config.eval_every_steps = 1
     config.checkpoint_every_steps = 1
