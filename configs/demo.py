@@ -44,7 +44,21 @@ def shrink_to_tiny(config: ml_collections.ConfigDict) -> None:
     config.optim.warmup_epochs = 0.0
 
 
-VARIANTS = {"tiny": variants.Variant(shrink_to_tiny, "size", "4 steps of batch 8, for CLI tests")}
+def independent_draw(config: ml_collections.ConfigDict) -> None:
+    """Another draw of the same generator (seed 1, its own directory): the demo's recipe is tuned on its test
+    split, so the seed-0 test split that the README reports is never used to choose anything."""
+    config.data.synthetic.seed = 1
+    config.data.data_dir = "data/synthetic_seed1"
+
+
+VARIANTS = {
+    "tiny": variants.Variant(shrink_to_tiny, "size", "4 steps of batch 8, for CLI tests"),
+    "draw1": variants.Variant(
+        independent_draw,
+        "draw",
+        "an independent draw of the synthetic set (seed 1) to tune the demo on, not its test split",
+    ),
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
