@@ -94,11 +94,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.embed_dim = 64
     config.batch_size = 16
     config.eval_batch_size = 16
-    # 256 training clips / 16 = 16 steps an epoch: 200 steps is ~12 passes.
-    config.total_steps = 200
+    # Gaussians of 2 px at this 32 px volume (the paper's 0.6 px is drawn for 56 px): chosen on an independent
+    # draw (`draw1`), where 160 steps reach 86.5 % at sigma 2.0 and 87.5 % at 1.2, against 85.4 % for 0.6 at 200
+    # steps, and 2.0 is far ahead halfway (70.8 % at step 80 against 42.2 %). README "The demo's recipe".
+    config.data.sigma = 2.0
+    # 256 training clips / 16 = 16 steps an epoch: 160 steps is 10 passes, what fits 6 minutes on 2 cores
+    # (400 steps reach 90.6 % on the independent draw, in about 12.5 minutes).
+    config.total_steps = 160
     config.log_every_steps = 10
     # Halfway and at the end: every evaluation costs the 6-minute budget.
-    config.eval_every_steps = 100
-    config.checkpoint_every_steps = 50
+    config.eval_every_steps = 80
+    config.checkpoint_every_steps = 80
     config.optim.warmup_epochs = 1.0
     return variants.apply_variants(config, arg, VARIANTS)
