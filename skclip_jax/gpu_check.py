@@ -236,7 +236,7 @@ def run_json(cmd: list[str], timeout: float, log) -> dict:
 
 def environment(python: str) -> dict:
     code = (
-        "import importlib.util, json, jax\n"
+        "import importlib.util, json, os, jax\n"
         f"mods = {OPTIONAL_MODULES!r}\n"
         "def have(m):\n"
         "    try:\n"
@@ -252,7 +252,7 @@ def environment(python: str) -> dict:
         "d = jax.devices()\n"
         "print(json.dumps({'jax': jax.__version__, 'backend': jax.default_backend(),\n"
         "  'devices': [x.device_kind for x in d], 'modules': {m: have(m) for m in mods},\n"
-        "  'transformers_flax_bert': flax_bert}))\n"
+        "  'transformers_flax_bert': flax_bert, 'xla_flags': os.environ.get('XLA_FLAGS', '')}))\n"
     )
     return run_json([python, "-c", code], 120, lambda m: None)
 
