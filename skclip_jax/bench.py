@@ -33,6 +33,9 @@ _EVAL_BATCH = flags.DEFINE_integer(
 )
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after the compile step.")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 101, "Number of class prompts.")
+_EVAL = flags.DEFINE_bool(
+    "eval", True, "Also time the eval step (--noeval: the train figures alone, one compile less)."
+)
 _PROFILE = flags.DEFINE_bool(
     "profile", False, "Time the parts of the train step (see bench_profile)."
 )
@@ -162,7 +165,8 @@ def side_by_side(ours: dict, peer: dict) -> str:
     for label, key, fmt in rows:
         a, b = ours.get(key), peer.get(key)
         ratio = f"{a / b:.2f}" if a and b else ""
-        lines.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {ratio} |")
+        cells = [fmt.format(x) if x is not None else "-" for x in (a, b)]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -199,6 +203,7 @@ def main(argv):
     model = train.build_model(config, text.bert_config(bert_dir, len(tokenizer), 0.1), enc_id)
     schedule = train.learning_rate_schedule(config.optim.lr, 1000, 10, 0.1)
     logging.info("initialising the train state")
+    t0 = time.perf_counter()
     state, shardings = train.create_train_state(
         model,
         train.make_optimizer(config, schedule),
@@ -208,6 +213,9 @@ def main(argv):
         max_text_len=config.data.max_text_len,
         shard_params=config.shard_params,
     )
+    jax.block_until_ready(state)
+    init_s = time.perf_counter() - t0
+    logging.info("train state ready in %.1f s", init_s)
     steps = train.compile_steps(
         model, train.StepOptions.from_config(config), schedule, mesh, shardings
     )
@@ -239,24 +247,6 @@ def main(argv):
     train_s = time.perf_counter() - t0
     train_cpu_s = _cpu_seconds() - c0
 
-    views = config.data.num_test_clips
-    eval_batch_arrays = sharding.make_global_batch(
-        mesh, random_batch(rng, eval_batch, views, config, config.data.test_size)
-    )
-    class_feats = steps.encode_classes(state, class_tokens)
-    logging.info("compiling the eval step (batch %d x %d views)", eval_batch, views)
-    t0 = time.perf_counter()
-    eval_exec = steps.eval.lower(state, eval_batch_arrays, class_feats).compile()
-    eval_compile_s = time.perf_counter() - t0
-    logging.info("eval step compiled in %.1f s", eval_compile_s)
-    jax.block_until_ready(eval_exec(state, eval_batch_arrays, class_feats))
-    t0, c0 = time.perf_counter(), _cpu_seconds()
-    for _ in range(_STEPS.value):
-        out = eval_exec(state, eval_batch_arrays, class_feats)
-    jax.block_until_ready(out)
-    eval_s = time.perf_counter() - t0
-    eval_cpu_s = _cpu_seconds() - c0
-
     peak, peak_kind = peak_memory_bytes(jax.devices()[0])
     result = {
         "device_kind": jax.devices()[0].device_kind,
@@ -269,26 +259,16 @@ def main(argv):
         "train_compile_s": round(train_compile_s, 2),
         "train_compile_cpu_s": round(train_compile_cpu_s, 2),
         "train_first_step_s": round(train_first_s, 2),
-        "eval_videos_per_sec": round(eval_batch * _STEPS.value / eval_s, 2),
-        "eval_clips_per_sec": round(eval_batch * views * _STEPS.value / eval_s, 2),
-        "eval_compile_s": round(eval_compile_s, 2),
+        "state_init_s": round(init_s, 2),
         "peak_memory_mb": round(peak / 2**20, 1),
         "peak_memory_kind": peak_kind,
-        "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
         "conv_impl": conv_impl.resolve(config.model.slowonly.get("conv_impl", "xla")),
         "train_step_s": round(train_s / _STEPS.value, 3),
-        "eval_step_s": round(eval_s / _STEPS.value, 3),
         # Process CPU seconds (user + system) per step: on a shared machine, wall time grows with
         # other processes' load, CPU time much less.
         "train_step_cpu_s": round(train_cpu_s / _STEPS.value, 3),
-        "eval_step_cpu_s": round(eval_cpu_s / _STEPS.value, 3),
-        "loadavg_1min": round(os.getloadavg()[0], 2),
     }
-    stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None
-    if stats and "bytes_limit" in stats:
-        result["device_memory_limit_mb"] = round(stats["bytes_limit"] / 2**20, 1)
     result.update(executable_figures("train", train_exec, train_s / _STEPS.value))
-    result.update(executable_figures("eval", eval_exec, eval_s / _STEPS.value))
     peak_flops = device_peak_flops(jax.devices()[0], config.model.dtype)
     if peak_flops:
         result["device_peak_tflops"] = peak_flops / 1e12
@@ -299,15 +279,50 @@ def main(argv):
             / (peak_flops * jax.device_count()),
             4,
         )
+    # The train figures now, before the eval step compiles: a run cut short by a time limit still has them.
+    print(json.dumps(dict(result, partial="train figures only")), flush=True)
+    if _EVAL.value:
+        views = config.data.num_test_clips
+        eval_batch_arrays = sharding.make_global_batch(
+            mesh, random_batch(rng, eval_batch, views, config, config.data.test_size)
+        )
+        class_feats = steps.encode_classes(state, class_tokens)
+        logging.info("compiling the eval step (batch %d x %d views)", eval_batch, views)
+        t0 = time.perf_counter()
+        eval_exec = steps.eval.lower(state, eval_batch_arrays, class_feats).compile()
+        eval_compile_s = time.perf_counter() - t0
+        logging.info("eval step compiled in %.1f s", eval_compile_s)
+        jax.block_until_ready(eval_exec(state, eval_batch_arrays, class_feats))
+        t0, c0 = time.perf_counter(), _cpu_seconds()
+        for _ in range(_STEPS.value):
+            out = eval_exec(state, eval_batch_arrays, class_feats)
+        jax.block_until_ready(out)
+        eval_s = time.perf_counter() - t0
+        eval_cpu_s = _cpu_seconds() - c0
+        result.update(
+            eval_videos_per_sec=round(eval_batch * _STEPS.value / eval_s, 2),
+            eval_clips_per_sec=round(eval_batch * views * _STEPS.value / eval_s, 2),
+            eval_compile_s=round(eval_compile_s, 2),
+            eval_step_s=round(eval_s / _STEPS.value, 3),
+            eval_step_cpu_s=round(eval_cpu_s / _STEPS.value, 3),
+        )
+        result.update(executable_figures("eval", eval_exec, eval_s / _STEPS.value))
+        peak, _ = peak_memory_bytes(jax.devices()[0])
+        result["peak_memory_mb"] = round(peak / 2**20, 1)
+    result["peak_rss_mb"] = round(peak_rss_bytes() / 2**20, 1)
+    result["loadavg_1min"] = round(os.getloadavg()[0], 2)
+    stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        result["device_memory_limit_mb"] = round(stats["bytes_limit"] / 2**20, 1)
     if _PEER.value:
         peer = load_peer(_PEER.value, batch, _PEER_ALLOCATOR.value)
-        ours = dict(result, eval_clips_per_sec=result["eval_clips_per_sec"])
         result["peer"] = peer
         result["ratio"] = {
             k: round(result[k] / peer[k], 3)
             for k in ("train_clips_per_sec", "eval_clips_per_sec", "peak_rss_mb")
+            if k in result and k in peer
         }
-        print(side_by_side(ours, peer), file=sys.stderr, flush=True)
+        print(side_by_side(result, peer), file=sys.stderr, flush=True)
     if _PROFILE.value:
         from skclip_jax import bench_profile
 

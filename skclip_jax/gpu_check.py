@@ -82,6 +82,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--dtypes", default="bfloat16,float32", help="bench dtypes, in order")
     p.add_argument("--train_dtypes", default="bfloat16,float32", help="training runs, in order")
+    p.add_argument(
+        "--bench_eval",
+        type=int,
+        default=1,
+        help="1: bench times the eval step too; 0: train figures only (one compile less)",
+    )
     p.add_argument("--bench_timeout", type=float, default=300.0, help="seconds per bench stage")
     p.add_argument(
         "--deadline_minutes",
@@ -134,6 +140,7 @@ def bench_command(args, dtype: str, batch: int) -> list[str]:
         f"--config.model.dtype={dtype}",
         f"--batch_size={batch}",
         f"--steps={args.steps}",
+        "--eval" if args.bench_eval else "--noeval",
     ]
 
 
@@ -219,7 +226,11 @@ def run_json(cmd: list[str], timeout: float, log) -> dict:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if timed_out:
         log(f"timed out after {timeout:.0f} s: {' '.join(cmd)}")
+        # The figures the program printed before the limit (bench prints its train figures before the
+        # eval step compiles).
+        partial = json.loads(lines[-1]) if lines else {}
         return {
+            **partial,
             "error": f"timed out after {timeout:.0f} s",
             "progress": _progress(proc.stderr),
             "command": cmd,
@@ -418,12 +429,12 @@ def plan(args, scratch: str) -> list[dict]:
         kind, _, rest = name.partition("_")
         if kind == "bench":
             dtype, _, size = rest.partition("_")
-            cmd = bench_command(args, dtype, args.batch_size)
-            if size == "max_batch":
-                cmd = cmd[:-2] + [
-                    f"--batch_size=<from the batch-{args.batch_size} run's memory>",
-                    f"--steps={args.steps}",
-                ]
+            batch = (
+                f"<from the batch-{args.batch_size} run's memory>"
+                if size == "max_batch"
+                else args.batch_size
+            )
+            cmd = bench_command(args, dtype, batch)
             stages.append({"stage": name, "command": cmd})
         elif kind == "pipeline":
             workers = int(rest.rpartition("_")[2])

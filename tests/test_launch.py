@@ -234,3 +234,26 @@ def test_gpu_check_stage_output_survives_children_and_time_outs():
     assert (
         out["error"].startswith("timed out") and "compiling the train step" in out["progress"][-1]
     )
+
+
+def test_gpu_check_keeps_figures_printed_before_a_time_out():
+    """bench prints its train figures before the eval step compiles; a stage cut there keeps them."""
+    from skclip_jax import gpu_check
+
+    slow = (
+        "import json, time\n"
+        "print(json.dumps({'train_clips_per_sec': 12.5, 'partial': 'train figures only'}), flush=True)\n"
+        "time.sleep(60)"
+    )
+    out = gpu_check.run_json([sys.executable, "-c", slow], 3, lambda m: None)
+    assert out["error"].startswith("timed out") and out["train_clips_per_sec"] == 12.5
+
+
+def test_gpu_check_bench_eval_switch():
+    out = run("gpu_check.sh", "--dry_run", "--bench_eval=0", env={"PYTHON": sys.executable})
+    assert out.returncode == 0, out.stderr
+    stages = {s["stage"]: s.get("command") for s in json.loads(out.stdout)["stages"]}
+    assert (
+        "--noeval" in stages["bench_bfloat16_b32"]
+        and "--noeval" in stages["bench_float32_max_batch"]
+    )

@@ -263,3 +263,32 @@ def test_csi_match_head_learns_through_the_fusion_path(minilm_fusion):
         accuracy.append(metrics["csi_accuracy"])
     accuracy = np.asarray(jax.device_get(accuracy))
     assert accuracy[-10:].mean() > 0.9, accuracy
+
+
+def test_host_init_equals_device_init_and_keeps_the_shardings(tokens_and_bert):
+    """The host path (the default off the CPU backend) gives the same state, placed on the same shardings."""
+    _, bert_cfg, enc_id = tokens_and_bert
+    config = tiny_config()
+    model = train.build_model(config, bert_cfg, enc_id)
+    tx = train.make_optimizer(config, train.learning_rate_schedule(1e-3, 10, 0, 0.1))
+    mesh = sharding.make_mesh((4, 2))
+    states = {}
+    for on_host in (False, True):
+        states[on_host], shardings = train.create_train_state(
+            model,
+            tx,
+            mesh,
+            jax.random.key(3),
+            num_keypoints=17,
+            max_text_len=10,
+            shard_params=True,
+            init_on_host=on_host,
+        )
+    direct, placed = (jax.tree.leaves(states[k]) for k in (False, True))
+    assert len(direct) == len(placed) > 100
+    sharded = 0
+    for a, b, s in zip(direct, placed, jax.tree.leaves(shardings), strict=True):
+        assert b.sharding.is_equivalent_to(s, a.ndim) and a.sharding.is_equivalent_to(s, a.ndim)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        sharded += not b.sharding.is_fully_replicated
+    assert sharded > 0  # the placement really split some leaves over the mesh
