@@ -184,7 +184,7 @@ def main(argv):
     import jax.numpy as jnp
     import numpy as np
 
-    from skclip_jax import sharding, train
+    from skclip_jax import class_texts, sharding, train
     from skclip_jax.models import conv_impl, text
 
     config = _CONFIG.value
@@ -196,7 +196,8 @@ def main(argv):
     bert_dir = text.resolve_bert_dir(config.model.text.bert_dir)
     tokenizer, enc_id = text.load_tokenizer(bert_dir)
     names = [f"action number {i}" for i in range(_NUM_CLASSES.value)]
-    tokens = text.tokenize(tokenizer, names, config.data.max_text_len)
+    # Padded as a training run pads its class texts (to the longest, at most data.max_text_len).
+    tokens = class_texts.tokens_for(tokenizer, [[n] for n in names], config.data.max_text_len)
     class_tokens = jax.device_put(
         {k: jnp.asarray(v) for k, v in tokens.items()}, sharding.replicated(mesh)
     )

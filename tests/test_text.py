@@ -266,3 +266,35 @@ def test_safetensors_checkpoint_equals_transformers_own_conversion(minilm):
     for key, value in reference.items():
         assert ours[key].dtype == value.dtype, key
         np.testing.assert_array_equal(ours[key], value, err_msg=str(key))
+
+
+def test_run_tokens_are_padded_to_the_longest_text_only(minilm):
+    """A run pads its class texts to the longest one (capped at max_len), and that trims no feature:
+    padding is masked in text and fusion mode alike."""
+    from skclip_jax import class_texts
+
+    tok = minilm["tokenizer"]
+    names = [
+        ["kicking"],
+        ["jumping jacks"],
+        ["waving hand"],
+    ]  # 3, 5 and 4 tokens with [CLS] and [SEP]
+    assert class_texts.padded_length(tok, names, MAX_LEN) == 5
+    assert class_texts.padded_length(tok, names, 4) == 4  # the cap still cuts
+    trimmed = class_texts.tokens_for(tok, names, MAX_LEN)
+    assert trimmed["input_ids"].shape == (3, 5)
+    full = text.tokenize(tok, [n[0] for n in names], MAX_LEN)
+    np.testing.assert_array_equal(full["input_ids"][:, :5], trimmed["input_ids"])
+    assert not full["attention_mask"][:, 5:].any()
+
+    video = np.random.default_rng(0).standard_normal((3, 6, 384)).astype(np.float32)
+    for frames, fusion in ((None, False), (video, True)):
+        feats = []
+        for tokens in (full, trimmed):
+            ids = tokens["input_ids"]
+            ids = text.to_fusion_ids(ids, minilm["enc_id"]) if fusion else ids
+            out = minilm["apply"](
+                {"params": minilm["params"]}, ids, tokens["attention_mask"], frames
+            )
+            feats.append(np.asarray(out))
+        np.testing.assert_allclose(feats[1], feats[0], rtol=1e-5, atol=1e-5)

@@ -95,8 +95,9 @@ def test_training_steps_get_no_unseen_clip_or_text(dataset, tmp_path, monkeypatc
     assert len(seen_inputs) == 3
     tokenizer, _ = text.load_tokenizer(text.resolve_bert_dir(config.model.text.bert_dir))
     texts = class_texts.texts_from_config(config.data, dataset.class_names)
-    unseen_ids = text.tokenize(tokenizer, texts[UNSEEN], config.data.max_text_len)["input_ids"]
-    all_tokens = class_texts.tokenize_class_texts(tokenizer, texts, config.data.max_text_len)
+    # Tokenized as the run tokenizes its class texts (padded to the longest).
+    all_tokens = class_texts.tokens_for(tokenizer, texts, config.data.max_text_len)
+    unseen_ids = np.atleast_2d(all_tokens["input_ids"][UNSEEN])
     for labels, class_tokens in seen_inputs:
         assert labels.min() >= 0 and labels.max() < 3
         ids = class_tokens["input_ids"]
