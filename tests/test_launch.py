@@ -257,3 +257,15 @@ def test_gpu_check_bench_eval_switch():
         "--noeval" in stages["bench_bfloat16_b32"]
         and "--noeval" in stages["bench_float32_max_batch"]
     )
+
+
+def test_bench_class_names_pad_as_the_peer_or_to_the_asked_length():
+    """bench's names reach data.max_text_len as the peer's prompts do, so both sides pad to one length."""
+    from skclip_jax import bench, class_texts
+    from skclip_jax.models import text
+
+    tokenizer, _ = text.load_tokenizer(text.resolve_bert_dir("minilm"))
+    for tokens, expected in ((0, range(3, 11)), (5, [5])):
+        names = [[n] for n in bench.class_names(101, tokens, 10)]
+        assert sorted(set(class_texts.token_lengths(tokenizer, names))) == list(expected)
+        assert class_texts.padded_length(tokenizer, names, 10) == max(expected)
