@@ -51,6 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.calibration_percent = 10
     config.data.calibration_keep_seen = 0.95
     config.data.num_workers = 0  # grain worker processes per host; 0 = in-process.
+    # Global batches placed on the devices this many steps ahead by a background thread; 0 = in the loop.
+    config.data.device_prefetch = 2
 
     # Model.
     config.model = ml_collections.ConfigDict()

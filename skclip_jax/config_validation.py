@@ -107,6 +107,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "must be >= 0",
         "--config.data.num_workers=0 (in-process)",
     )
+    if "device_prefetch" in config.data:  # absent from the configs that runs before it saved
+        check(
+            "data.device_prefetch",
+            lambda v: _is_int(v) and v >= 0,
+            "must be >= 0 (global batches placed on the devices ahead of the step)",
+            "--config.data.device_prefetch=2",
+        )
     check(
         "data.sigma",
         lambda v: _is_number(v) and v > 0,

@@ -112,10 +112,15 @@ class DevicePrefetcher:
         return item
 
     def close(self) -> None:
-        """Stops the background thread (pending batches are dropped)."""
+        """Stops the background thread (pending batches are dropped) and closes the wrapped iterator."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+            if self._thread.is_alive():
+                return  # still inside the source's next(): closing it now would race with that call.
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            close()
 
     def __enter__(self) -> "DevicePrefetcher":
         return self

@@ -26,6 +26,7 @@ from skclip_jax import (
     input_pipeline,
     metrics_io,
     plots,
+    prefetch,
     run_config,
     sharding,
     train,
@@ -318,8 +319,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if is_main and start_step < exp.total_steps:
         print(plan, flush=True)
     train_tokens = exp.class_tokens if exp.train_class_tokens is None else exp.train_class_tokens
-    batches = input_pipeline.train_iterator(
-        exp.info, exp.config, start_step, exp.total_steps, unseen=exp.unseen
+    # Global batches are placed on the devices by a background thread, data.device_prefetch steps ahead, so
+    # the step does not wait for the host (0: placed synchronously in the loop). Same batches, same order.
+    device_prefetch = config.data.get("device_prefetch", 2)
+    batches = prefetch.DevicePrefetcher(
+        input_pipeline.train_iterator(
+            exp.info, exp.config, start_step, exp.total_steps, unseen=exp.unseen
+        ),
+        exp.mesh,
+        size=max(1, device_prefetch),
+        start_position=start_step,
+        threaded=device_prefetch > 0,
     )
     buffer: list[tuple[int, dict]] = []
     last_eval: dict[str, float] = {}
@@ -329,7 +339,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     try:
         with _Preemption() as preemption:
             for step in range(start_step, exp.total_steps):
-                batch = sharding.make_global_batch(exp.mesh, next(batches))
+                batch = next(batches)
                 state, metrics = exp.steps.train(state, batch, train_tokens, base_rng)
                 done = step + 1
                 buffer.append((done, metrics))

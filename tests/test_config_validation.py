@@ -39,6 +39,7 @@ CASES = [
     ("data.crop_area", (0.9, 0.5), "lo <= hi"),
     ("data.prompt_template", "a person", "'{}'"),
     ("data.num_workers", -1, ">= 0"),
+    ("data.device_prefetch", -1, ">= 0"),
     ("model.slowonly.base_channels", 0, "positive integer"),
     ("model.slowonly.stage_blocks", (4, 0, 3), "positive block counts"),
     ("model.slowonly.inflate", (0, 1), "one entry per stage"),
