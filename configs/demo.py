@@ -98,7 +98,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # draw (`draw1`), where 160 steps reach 86.5 % at sigma 2.0 and 87.5 % at 1.2, against 85.4 % for 0.6 at 200
     # steps, and 2.0 is far ahead halfway (70.8 % at step 80 against 42.2 %). README "The demo's recipe".
     config.data.sigma = 2.0
-    # 256 training clips / 16 = 16 steps an epoch: 160 steps is 10 passes, 4 min 18 s on 2 cores with fresh
+    # 256 training clips / 16 = 16 steps an epoch: 160 steps is 10 passes, 4-5 min on 2 cores with fresh
     # caches (224 steps did no better on the independent draw, 400 reach 90.6 % there in about 12.5 minutes).
     config.total_steps = 160
     config.log_every_steps = 10
