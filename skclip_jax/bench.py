@@ -49,6 +49,18 @@ _PROFILE_LAYERS = flags.DEFINE_bool(
     "profile_layers", True, "With --profile, also time each distinct conv and BatchNorm alone."
 )
 _PROFILE_REPS = flags.DEFINE_integer("profile_reps", 2, "With --profile, timed runs per part.")
+_TRAIN_STEP = flags.DEFINE_bool(
+    "train_step",
+    True,
+    "Compile and time the whole train step (--notrain_step with --profile: the parts alone, one long compile "
+    "less).",
+)
+_TRACE_DIR = flags.DEFINE_string(
+    "trace_dir",
+    None,
+    "Write a jax.profiler trace of two train steps (after the timed ones) here; summarise it with "
+    "`python -m skclip_jax.trace_summary DIR`.",
+)
 _PEER = flags.DEFINE_string("peer", None, "The PyTorch peer's result JSON, printed side by side.")
 _PEER_ALLOCATOR = flags.DEFINE_string(
     "peer_allocator", "jemalloc", "Which of the peer's allocator rows to compare with."
@@ -105,18 +117,31 @@ def device_peak_flops(device, dtype: str) -> float | None:
     return None
 
 
-def executable_figures(prefix: str, compiled, step_s: float) -> dict:
-    """FLOPs (XLA's cost analysis) and buffer sizes (memory analysis) of a compiled step."""
+def _flops(analysis) -> float:
+    if isinstance(analysis, (list, tuple)):  # older jax: one dict per computation
+        analysis = analysis[0] if analysis else {}
+    return float((analysis or {}).get("flops", 0.0))
+
+
+def executable_figures(prefix: str, lowered, compiled, step_s: float) -> dict:
+    """FLOPs and buffer sizes of a step.
+
+    FLOPs come from XLA's cost analysis of the *lowered* (backend-independent) program: after compilation for a
+    GPU, convolutions are cuDNN custom calls that the compiled program's analysis counts as zero (on the H200 it
+    reported 630 of the bf16 step's ~3,700 GFLOP), which would make MFU meaningless. Buffer sizes come from the
+    compiled executable's memory analysis.
+    """
     out = {}
     try:
-        analysis = compiled.cost_analysis()
-        if isinstance(analysis, (list, tuple)):
-            analysis = analysis[0] if analysis else {}
-        flops = float((analysis or {}).get("flops", 0.0))
+        flops = _flops(lowered.cost_analysis())
         out[f"{prefix}_step_gflop"] = round(flops / 1e9, 1)
         out[f"{prefix}_achieved_gflop_per_s"] = round(flops / 1e9 / step_s, 1)
     except Exception as e:  # not every backend implements it
         out[f"{prefix}_cost_analysis_error"] = repr(e)
+    try:
+        out[f"{prefix}_compiled_step_gflop"] = round(_flops(compiled.cost_analysis()) / 1e9, 1)
+    except Exception:
+        pass
     try:
         mem = compiled.memory_analysis()
         out[f"{prefix}_temp_mb"] = round(mem.temp_size_in_bytes / 2**20, 1)
@@ -193,6 +218,67 @@ def peak_memory_bytes(device) -> tuple[int | None, str]:
     return peak_rss_bytes(), "host max RSS (CPU backend)"
 
 
+def _time_train_step(result, steps, state, batches, class_tokens, key, batch):
+    """Compiles the train step ahead of time (so compile time, XLA's cost analysis and its memory analysis
+    come from the very executable that is timed), times it into ``result`` and returns the new state."""
+    import jax
+
+    logging.info("compiling the train step (batch %d, %s)", batch, result["dtype"])
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    train_lowered = steps.train.lower(state, batches[0], class_tokens, key)
+    train_exec = train_lowered.compile()
+    train_compile_s = time.perf_counter() - t0
+    train_compile_cpu_s = _cpu_seconds() - c0
+    logging.info("train step compiled in %.1f s; timing %d steps", train_compile_s, _STEPS.value)
+    t0 = time.perf_counter()
+    state, metrics = train_exec(state, batches[0], class_tokens, key)
+    jax.block_until_ready(metrics)
+    train_first_s = time.perf_counter() - t0
+    logging.info("first train step ran in %.2f s", train_first_s)
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    for i in range(_STEPS.value):
+        state, metrics = train_exec(state, batches[i % 2], class_tokens, key)
+    jax.block_until_ready((state, metrics))
+    train_s = time.perf_counter() - t0
+    train_cpu_s = _cpu_seconds() - c0
+    logging.info("%d timed train steps ran in %.2f s", _STEPS.value, train_s)
+
+    peak, peak_kind = peak_memory_bytes(jax.devices()[0])
+    result.update(
+        train_clips_per_sec=round(batch * _STEPS.value / train_s, 2),
+        train_compile_s=round(train_compile_s, 2),
+        train_compile_cpu_s=round(train_compile_cpu_s, 2),
+        train_first_step_s=round(train_first_s, 2),
+        peak_memory_mb=round(peak / 2**20, 1),
+        peak_memory_kind=peak_kind,
+        train_step_s=round(train_s / _STEPS.value, 3),
+        # Process CPU seconds (user + system) per step: on a shared machine, wall time grows with
+        # other processes' load, CPU time much less.
+        train_step_cpu_s=round(train_cpu_s / _STEPS.value, 3),
+    )
+    result.update(executable_figures("train", train_lowered, train_exec, train_s / _STEPS.value))
+    peak_flops = device_peak_flops(jax.devices()[0], result["dtype"])
+    if peak_flops:
+        result["device_peak_tflops"] = peak_flops / 1e12
+        result["train_mfu"] = round(
+            result["train_step_gflop"]
+            * 1e9
+            / (train_s / _STEPS.value)
+            / (peak_flops * jax.device_count()),
+            4,
+        )
+    # The train figures now, before the eval step compiles: a run cut short by a time limit still has them.
+    print(json.dumps(dict(result, partial="train figures only")), flush=True)
+    if _TRACE_DIR.value:
+        logging.info("tracing two train steps into %s", _TRACE_DIR.value)
+        with jax.profiler.trace(_TRACE_DIR.value):
+            for i in range(2):
+                state, metrics = train_exec(state, batches[i % 2], class_tokens, key)
+            jax.block_until_ready((state, metrics))
+        logging.info("trace written")
+    return state
+
+
 def main(argv):
     del argv
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -245,28 +331,6 @@ def main(argv):
         for _ in range(2)
     ]
 
-    # Compiled ahead of time, so compile time, XLA's cost analysis (FLOPs) and its memory analysis come
-    # from the very executable that is timed.
-    logging.info("compiling the train step (batch %d, %s)", batch, config.model.dtype)
-    t0, c0 = time.perf_counter(), _cpu_seconds()
-    train_exec = steps.train.lower(state, batches[0], class_tokens, key).compile()
-    train_compile_s = time.perf_counter() - t0
-    train_compile_cpu_s = _cpu_seconds() - c0
-    logging.info("train step compiled in %.1f s; timing %d steps", train_compile_s, _STEPS.value)
-    t0 = time.perf_counter()
-    state, metrics = train_exec(state, batches[0], class_tokens, key)
-    jax.block_until_ready(metrics)
-    train_first_s = time.perf_counter() - t0
-    logging.info("first train step ran in %.2f s", train_first_s)
-    t0, c0 = time.perf_counter(), _cpu_seconds()
-    for i in range(_STEPS.value):
-        state, metrics = train_exec(state, batches[i % 2], class_tokens, key)
-    jax.block_until_ready((state, metrics))
-    train_s = time.perf_counter() - t0
-    train_cpu_s = _cpu_seconds() - c0
-    logging.info("%d timed train steps ran in %.2f s", _STEPS.value, train_s)
-
-    peak, peak_kind = peak_memory_bytes(jax.devices()[0])
     result = {
         "device_kind": jax.devices()[0].device_kind,
         "num_devices": jax.device_count(),
@@ -274,32 +338,11 @@ def main(argv):
         "batch_size": batch,
         "clip_len": config.data.clip_len,
         "train_size": config.data.train_size,
-        "train_clips_per_sec": round(batch * _STEPS.value / train_s, 2),
-        "train_compile_s": round(train_compile_s, 2),
-        "train_compile_cpu_s": round(train_compile_cpu_s, 2),
-        "train_first_step_s": round(train_first_s, 2),
         "state_init_s": round(init_s, 2),
-        "peak_memory_mb": round(peak / 2**20, 1),
-        "peak_memory_kind": peak_kind,
         "conv_impl": conv_impl.resolve(config.model.slowonly.get("conv_impl", "xla")),
-        "train_step_s": round(train_s / _STEPS.value, 3),
-        # Process CPU seconds (user + system) per step: on a shared machine, wall time grows with
-        # other processes' load, CPU time much less.
-        "train_step_cpu_s": round(train_cpu_s / _STEPS.value, 3),
     }
-    result.update(executable_figures("train", train_exec, train_s / _STEPS.value))
-    peak_flops = device_peak_flops(jax.devices()[0], config.model.dtype)
-    if peak_flops:
-        result["device_peak_tflops"] = peak_flops / 1e12
-        result["train_mfu"] = round(
-            result["train_step_gflop"]
-            * 1e9
-            / (train_s / _STEPS.value)
-            / (peak_flops * jax.device_count()),
-            4,
-        )
-    # The train figures now, before the eval step compiles: a run cut short by a time limit still has them.
-    print(json.dumps(dict(result, partial="train figures only")), flush=True)
+    if _TRAIN_STEP.value:
+        state = _time_train_step(result, steps, state, batches, class_tokens, key, batch)
     if _EVAL.value:
         views = config.data.num_test_clips
         eval_batch_arrays = sharding.make_global_batch(
@@ -308,7 +351,8 @@ def main(argv):
         class_feats = steps.encode_classes(state, class_tokens)
         logging.info("compiling the eval step (batch %d x %d views)", eval_batch, views)
         t0 = time.perf_counter()
-        eval_exec = steps.eval.lower(state, eval_batch_arrays, class_feats).compile()
+        eval_lowered = steps.eval.lower(state, eval_batch_arrays, class_feats)
+        eval_exec = eval_lowered.compile()
         eval_compile_s = time.perf_counter() - t0
         logging.info("eval step compiled in %.1f s", eval_compile_s)
         jax.block_until_ready(eval_exec(state, eval_batch_arrays, class_feats))
@@ -325,7 +369,7 @@ def main(argv):
             eval_step_s=round(eval_s / _STEPS.value, 3),
             eval_step_cpu_s=round(eval_cpu_s / _STEPS.value, 3),
         )
-        result.update(executable_figures("eval", eval_exec, eval_s / _STEPS.value))
+        result.update(executable_figures("eval", eval_lowered, eval_exec, eval_s / _STEPS.value))
         peak, _ = peak_memory_bytes(jax.devices()[0])
         result["peak_memory_mb"] = round(peak / 2**20, 1)
     result["peak_rss_mb"] = round(peak_rss_bytes() / 2**20, 1)
@@ -351,7 +395,7 @@ def main(argv):
             opts=train.StepOptions.from_config(config),
             batch=batches[0],
             class_tokens=class_tokens,
-            train_step_s=train_s / _STEPS.value,
+            train_step_s=result.get("train_step_s", 0.0),
             train_step_gflop=result.get("train_step_gflop", 0.0),
             layers=_PROFILE_LAYERS.value,
             reps=_PROFILE_REPS.value,

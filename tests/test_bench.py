@@ -1,0 +1,67 @@
+"""The benchmark's figures: model FLOPs from the lowered program, the trace of two steps, the parts alone."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+
+from skclip_jax import bench_profile, trace_summary
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--config=configs/demo.py:tiny", "--batch_size=4", "--num_classes=4", "--noeval"]
+
+
+def run_bench(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "skclip_jax.bench", *TINY, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        # One CPU device (not the suite's 8 simulated ones): the figures need no mesh, and it compiles faster.
+        env={**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""},
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_conv_flops_are_counted_before_the_backend_rewrites_them():
+    """cost() reads the lowered program, whose conv FLOPs are exact (2 x outputs x taps x C_in) on every
+    backend; a GPU's compiled program hides convolutions in cuDNN calls that count zero."""
+
+    def conv(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, (1, 1, 1), "VALID", dimension_numbers=("NDHWC", "DHWIO", "NDHWC")
+        )
+
+    x, w = jnp.ones((2, 8, 16, 16, 8)), jnp.ones((1, 3, 3, 8, 16))
+    expected = 2 * (2 * 8 * 14 * 14 * 16) * (3 * 3 * 8)
+    assert bench_profile.cost(jax.jit(conv).lower(x, w))["flops"] == expected
+
+
+def test_bench_times_the_step_and_traces_two_steps(tmp_path):
+    result = run_bench("--steps=1", f"--trace_dir={tmp_path}")
+    assert result["train_clips_per_sec"] > 0 and result["train_step_gflop"] > 0
+    assert result["train_achieved_gflop_per_s"] > 0
+    planes = trace_summary.summarise(trace_summary.find_trace(str(tmp_path)), "/host:CPU")
+    names = {name for p in planes for (_, name), _, _ in p["by_name"]}
+    # The two traced steps ran the compiled train step.
+    assert any("train_step" in n for n in names), sorted(names)[:50]
+    text = trace_summary.format_summary(planes, top=5)
+    assert "/host:CPU" in text and "busy" in text
+
+
+def test_bench_profiles_the_parts_without_the_whole_step():
+    result = run_bench("--notrain_step", "--profile", "--noprofile_layers", "--profile_reps=1")
+    assert "train_clips_per_sec" not in result
+    parts = {r["part"].split(" (")[0]: r for r in result["profile"]["parts"]}
+    assert {"render", "backbone fwd", "backbone fwd+bwd", "text fwd+bwd", "fusion fwd+bwd"} <= set(
+        parts
+    )
+    assert "train_step" not in parts and "unaccounted_s" not in result["profile"]["summary"]
+    # The backward pass of a conv net costs about twice its forward.
+    fwd, both = parts["backbone fwd"]["gflop"], parts["backbone fwd+bwd"]["gflop"]
+    assert 0 < fwd and 2 * fwd < both < 4 * fwd
