@@ -253,3 +253,35 @@ def test_zero_init_residual_and_bf16():
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(v))
     out = model.apply(v, x, train=False)
     assert out.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(out)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_stem_max_filter_equals_max_pool_forward_and_backward(dtype):
+    """The shifted-maxima stem pool equals nn.max_pool: forward exactly; backward on tie-free inputs, and
+    behind a ReLU (as in the stem) also where ReLU's zeros tie, up to the order in which the gradients of
+    overlapping windows are summed."""
+    import flax.linen as nn
+
+    from skclip_jax.models.slowonly import spatial_max_filter3
+
+    def pool(x):
+        return nn.max_pool(x, (1, 3, 3), strides=(1, 1, 1), padding=((0, 0), (1, 1), (1, 1)))
+
+    k1, k2 = jax.random.split(jax.random.key(3))
+    # Distinct values (a permutation of 0..255, exact in bfloat16 too), so no window has a tie.
+    x = jax.random.permutation(k1, 256).reshape(2, 2, 8, 4, 2).astype(dtype) / 8
+    g = jax.random.normal(k2, x.shape, dtype)
+    np.testing.assert_array_equal(spatial_max_filter3(x), pool(x))
+    tol = {"rtol": 1e-6, "atol": 1e-6} if dtype == jnp.float32 else {"rtol": 2e-2, "atol": 2e-2}
+
+    def close(a, b):
+        np.testing.assert_allclose(np.float32(a), np.float32(b), **tol)
+
+    close(jax.vjp(spatial_max_filter3, x)[1](g)[0], jax.vjp(pool, x)[1](g)[0])
+    z = x - 16  # distinct values, half of them negative: relu(z) has many windows of tied zeros
+
+    def behind_relu(f):
+        return jax.vjp(lambda z: f(jax.nn.relu(z)), z)[1](g)[0]
+
+    assert float(jnp.mean(jax.nn.relu(z) == 0)) > 0.4
+    close(behind_relu(spatial_max_filter3), behind_relu(pool))

@@ -28,6 +28,24 @@ from skclip_jax.models import conv_impl as conv_impls
 
 Dtype = Any
 
+
+def spatial_max_filter3(x: jax.Array) -> jax.Array:
+    """The stem's max-pool (kernel 1x3x3, stride 1, padding 0x1x1 with -inf) as shifted maxima.
+
+    Equal to ``nn.max_pool(x, (1, 3, 3), (1, 1, 1), ((0, 0), (1, 1), (1, 1)))`` in the forward pass. Its
+    backward is elementwise selects that XLA fuses, where ``nn.max_pool``'s is a ``select_and_scatter``:
+    on the H200 a scatter kernel of ~7.5 ms a bf16 step at B=32, on the CPU 2.6 s against 0.8 s forward +
+    backward at B=8 ([8, 48, 56, 56, 32], float32). The filter is separable: three maxima along the width,
+    then three along the height. Ties share the gradient equally (``select_and_scatter`` gives it to the
+    first maximum); the input follows a ReLU, whose zero derivative masks the common ties, those at zero.
+    """
+    pad = ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0))
+    p = jnp.pad(x, pad, constant_values=jnp.array(-jnp.inf, x.dtype))
+    h, w = x.shape[2], x.shape[3]
+    rows = jnp.maximum(jnp.maximum(p[:, :, :, :w], p[:, :, :, 1 : w + 1]), p[:, :, :, 2 : w + 2])
+    return jnp.maximum(jnp.maximum(rows[:, :, :h], rows[:, :, 1 : h + 1]), rows[:, :, 2 : h + 2])
+
+
 # mmcv's ConvModule re-initialises its conv with kaiming_normal (fan_out, relu gain); SkeletonCLIP++
 # never calls ResNet3d.init_weights, so this is the init the original backbone trains from.
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -179,7 +197,7 @@ class SlowOnly(nn.Module):
         x = ConvBN(
             self.base_channels, self.conv1_kernel, dtype=self.dtype, conv_impl=impl, name="conv1"
         )(x, train)
-        x = nn.max_pool(x, (1, 3, 3), strides=(1, 1, 1), padding=((0, 0), (1, 1), (1, 1)))
+        x = spatial_max_filter3(x)
 
         in_width = self.base_channels
         for i, num_blocks in enumerate(self.stage_blocks):
