@@ -1,12 +1,15 @@
 r"""Step throughput benchmark: `python -m skclip_jax.bench --config=configs/ucf101.py:cpu [--batch_size=N]`.
 
 Prints one JSON line: train-step and eval clips/s on random keypoint batches of the config's shapes (so the input
-pipeline is not measured), compile times apart, peak memory and the device kind. Not a test: run it on the machine
-whose figures you want.
+pipeline is not measured), compile times apart, peak memory, the device kind, and model FLOPs a step with MFU where
+the device's peak is known. Not a test: run it on the machine whose figures you want.
 
   --profile     also time every part of the train step on its own (`bench_profile`): rendering, the backbone
                 forward / backward and each of its distinct convolutions and BatchNorms, the BERT text and
                 fusion passes, the optimizer; a table goes to stderr, the figures into the JSON line.
+  --notrain_step  with --profile: the parts alone, without compiling the whole step (minutes on a GPU).
+  --trace_dir=DIR a jax.profiler trace of two train steps; `python -m skclip_jax.trace_summary DIR` lists the
+                heaviest kernels (how the GPU's slow convolutions without autotuning were found).
   --peer=FILE   the PyTorch peer's JSON (`../shared/peer/peer_torch.py`'s output): prints both sides' figures
                 at this batch size side by side (a Markdown table on stderr, `peer` and `ratio` in the JSON).
                 The peer's eval step is B single-view 56x56 clips; compare with
@@ -117,12 +120,6 @@ def device_peak_flops(device, dtype: str) -> float | None:
     return None
 
 
-def _flops(analysis) -> float:
-    if isinstance(analysis, (list, tuple)):  # older jax: one dict per computation
-        analysis = analysis[0] if analysis else {}
-    return float((analysis or {}).get("flops", 0.0))
-
-
 def executable_figures(prefix: str, lowered, compiled, step_s: float) -> dict:
     """FLOPs and buffer sizes of a step.
 
@@ -131,15 +128,17 @@ def executable_figures(prefix: str, lowered, compiled, step_s: float) -> dict:
     reported 630 of the bf16 step's 3,641 GFLOP at B=32), which would make MFU meaningless. Buffer sizes come from the
     compiled executable's memory analysis.
     """
+    from skclip_jax import bench_profile
+
     out = {}
     try:
-        flops = _flops(lowered.cost_analysis())
+        flops = bench_profile.cost(lowered)["flops"]
         out[f"{prefix}_step_gflop"] = round(flops / 1e9, 1)
         out[f"{prefix}_achieved_gflop_per_s"] = round(flops / 1e9 / step_s, 1)
     except Exception as e:  # not every backend implements it
         out[f"{prefix}_cost_analysis_error"] = repr(e)
     try:
-        out[f"{prefix}_compiled_step_gflop"] = round(_flops(compiled.cost_analysis()) / 1e9, 1)
+        out[f"{prefix}_compiled_step_gflop"] = round(bench_profile.cost(compiled)["flops"] / 1e9, 1)
     except Exception:
         pass
     try:

@@ -33,9 +33,9 @@ from skclip_jax.models import skclip
 
 
 def cost(lowered) -> dict[str, float]:
-    """XLA's cost analysis of a lowered program: FLOPs and bytes accessed (0 if unknown).
+    """XLA's cost analysis of a lowered program (or a compiled one): FLOPs and bytes accessed (0 if unknown).
 
-    The lowered (backend-independent) program, not the compiled one: compiled for a GPU, convolutions become
+    Pass the lowered (backend-independent) program for model FLOPs: compiled for a GPU, convolutions become
     cuDNN custom calls that the analysis counts as zero FLOPs.
     """
     analysis = lowered.cost_analysis()
