@@ -50,7 +50,7 @@ def cost(lowered) -> dict[str, float]:
 
 def timed(jitted, *args, reps: int = 3) -> dict[str, float]:
     """Compile (once: on a GPU with autotuning a compile is dear) + one run, then the median wall time of
-    ``reps`` runs, with XLA's cost analysis of the same executable."""
+    ``reps`` runs, with XLA's cost analysis of the lowered program (see ``cost``)."""
     t0 = time.perf_counter()
     lowered = jitted.lower(*args)
     compiled = lowered.compile()
