@@ -25,6 +25,8 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from skclip_jax import host_memory
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/demo.py", "Config file.", lock_config=False
 )
@@ -339,6 +341,8 @@ def main(argv):
         "train_size": config.data.train_size,
         "state_init_s": round(init_s, 2),
         "conv_impl": conv_impl.resolve(config.model.slowonly.get("conv_impl", "xla")),
+        # host_memory: huge pages for malloc's large buffers (3x faster copies on the CPU backend)
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
     }
     if _TRAIN_STEP.value:
         state = _time_train_step(result, steps, state, batches, class_tokens, key, batch)
@@ -406,4 +410,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    host_memory.reexec_with_huge_pages()  # first: glibc reads it at start-up
     app.run(main)

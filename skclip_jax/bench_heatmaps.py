@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from skclip_jax import heatmaps, pose_transforms
+from skclip_jax import heatmaps, host_memory, pose_transforms
 
 
 def synthetic_sample(rng: np.random.Generator, total_frames: int = 150, persons: int = 2) -> dict:
@@ -129,4 +129,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    host_memory.reexec_with_huge_pages()  # first: glibc reads it at start-up
     main()

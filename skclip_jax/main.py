@@ -10,6 +10,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from skclip_jax import host_memory
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
     None,
@@ -177,4 +179,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    host_memory.reexec_with_huge_pages()  # first: glibc reads it at start-up
     app.run(main)

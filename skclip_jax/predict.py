@@ -35,6 +35,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from skclip_jax import host_memory
+
 FLAGS = flags.FLAGS
 
 
@@ -634,5 +636,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    host_memory.reexec_with_huge_pages()  # first: glibc reads it at start-up
     define_flags()
     app.run(main)

@@ -5,6 +5,8 @@ import tempfile
 
 import pytest
 
+from skclip_jax import host_memory
+
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
@@ -16,6 +18,13 @@ os.environ.setdefault(
     os.path.join(tempfile.gettempdir(), f"skclip_jax_test_xla_cache_{os.getuid()}"),
 )
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Huge pages for malloc's large buffers in the processes this one starts (pytest-xdist's workers, the CLI
+# tests' subprocesses), as the entry points give themselves (skclip_jax/host_memory.py).
+_TUNABLES = host_memory.tunables_with_huge_pages(
+    dict(os.environ), host_memory.glibc_version(), host_memory.thp_mode()
+)
+if _TUNABLES:
+    os.environ["GLIBC_TUNABLES"] = _TUNABLES
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
