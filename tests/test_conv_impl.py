@@ -40,7 +40,7 @@ def _conv(kernel, strides, features, fn=None, **kwargs):
     )
 
 
-# max_patch_bytes=0 forces the row-wise GEMM, which only 1xkxk kernels (k > 1) take (the 7x7 stem always does).
+# max_patch_bytes=0 forces the row-wise GEMM on strided 1xkxk kernels too (stride-1 ones and the stem always take it).
 PARAMS = [(*case, conv_impl.MAX_PATCH_BYTES) for case in CASES] + [
     (*case, 0) for case in CASES if case[1][0] == 1 and case[1] != (1, 1, 1)
 ]

@@ -8,12 +8,13 @@ Selected by ``model.slowonly.conv_impl`` (``SlowOnly.conv_impl``):
       - ``1x1x1`` (any stride): strided slice, then one ``[N, C] @ [C, C']`` product;
       - ``kx1x1`` (SlowOnly's inflated ``3x1x1``, stride 1 in time): one ``[N, C] @ [C, kC']`` product giving
         every tap's contribution, then ``k`` time-shifted sums (``_time_tap_conv``; no copy of the input);
-      - ``1xkxk`` (spatial, strided or not): im2col over the ``k*k`` window, then one product, when the
-        patches stay small (at most ``max_patch_bytes``) and the window is small (``k < 5``); otherwise
-        (the 7x7 stem, whose 49-tap patches would take 4 GB at batch 8 at the paper's sizes) im2col along
-        the width only and one product that yields every kernel row's output at once, then ``k``
-        row-shifted sums (``_row_conv``): 4x faster than XLA:CPU's conv op for the demo's stem, forward
-        and backward;
+      - ``1xkxk`` with a spatial stride: im2col over the ``k*k`` window at the output's pixels, then one
+        product, when the patches stay small (at most ``max_patch_bytes``) and the window is small (``k < 5``);
+      - every other ``1xkxk`` (stride 1, the 7x7 stem whose 49-tap patches would take 4 GB at batch 8 at the
+        paper's sizes, or patches too large): im2col along the width only and one product that yields every
+        kernel row's output at once, then ``k`` row-shifted sums (``_row_conv``): 4x faster than XLA:CPU's
+        conv op for the demo's stem, and 1.3-1.6x faster than 9-tap im2col for the paper's stride-1 3x3s,
+        forward and backward;
   * ``"auto"``: ``"gemm"`` on the CPU backend, ``"xla"`` elsewhere (cuDNN / the TPU convolution units are
     fastest with the conv op, and the GEMM forms would only add memory traffic there).
 
@@ -166,8 +167,10 @@ def gemm_conv_general_dilated(
     out = tuple((lhs.shape[1 + i] - kernel[i]) // strides[i] + 1 for i in range(nd))
     taps = math.prod(kernel)
     patch_bytes = lhs.shape[0] * math.prod(out) * taps * c_in * lhs.dtype.itemsize
-    if nd == 3 and kernel[0] == 1 and taps > 1 and (patch_bytes > max_patch_bytes or taps >= 25):
-        # Large 1xkxk kernels (the 7x7 stem) or patches too large for im2col: row-wise GEMM (`_row_conv`).
+    row_wise = patch_bytes > max_patch_bytes or taps >= 25 or strides[1:] == (1, 1)
+    if nd == 3 and kernel[0] == 1 and taps > 1 and row_wise:
+        # 1xkxk kernels with spatial stride 1, large ones (the 7x7 stem) or patches too large for im2col:
+        # row-wise GEMM (`_row_conv`); strided 3x3s keep im2col, whose patches exist at the output's pixels only.
         x = lhs[:, :: strides[0]] if strides[0] != 1 else lhs
         return jax.checkpoint(
             functools.partial(_row_conv, strides=strides[1:], precision=precision)
