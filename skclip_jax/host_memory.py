@@ -2,15 +2,16 @@
 
 Why: XLA:CPU takes its buffers from ``malloc``. glibc serves every request above 32 MiB with a fresh ``mmap``
 and unmaps it again at ``free``, so each train step touches its gigabytes of activations for the first time,
-one 4 KiB page fault at a time. On the 2-core development machine that made a copy of a 154 MB array 3x slower
-than the memory allows (0.048 s against 0.016 s), and it is most of what XLA's convolutions and their im2col
-copies spend there. With ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` glibc asks the kernel for transparent huge
-pages (``madvise``) on those regions: 2 MiB pages, 512x fewer faults. PyTorch's peer gets the same effect from
+one 4 KiB page fault at a time. On the 2-core development machine that made an elementwise pass over a
+154 MB array 3x slower than with huge pages (0.048 s against 0.016 s). The GEMM forms of the convolutions
+(``models/conv_impl.py``) copy and pad large arrays and gain; XLA's conv op does not (README "Benchmarks").
+With ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` glibc asks the kernel for transparent huge pages
+(``madvise``) on those regions: 2 MiB pages, 512x fewer faults. PyTorch's peer gets the same effect from
 jemalloc, which keeps freed memory mapped.
 
 glibc reads tunables once, when the process starts, so the command-line entry points call
-``reexec_with_huge_pages()`` before their heavy imports: it re-executes the same command with the tunable
-added, once. Nothing happens where it cannot help: not Linux with glibc >= 2.35, transparent huge pages set to
+``reexec_with_huge_pages()`` first thing in their ``__main__`` blocks (their modules import little at the
+top): it re-executes the same command with the tunable added, once. Nothing happens where it cannot help: not Linux with glibc >= 2.35, transparent huge pages set to
 ``never`` (or already ``always``), the tunable already present, or ``SKCLIP_JAX_HUGE_PAGES=0``.
 """
 
