@@ -341,7 +341,7 @@ def main(argv):
         "train_size": config.data.train_size,
         "state_init_s": round(init_s, 2),
         "conv_impl": conv_impl.resolve(config.model.slowonly.get("conv_impl", "xla")),
-        # host_memory: huge pages for malloc's large buffers (3x faster copies on the CPU backend)
+        # set by host_memory's re-execution: huge pages for malloc's large buffers (README "Benchmarks")
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
     }
     if _TRAIN_STEP.value:

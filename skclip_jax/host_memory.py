@@ -11,8 +11,9 @@ jemalloc, which keeps freed memory mapped.
 
 glibc reads tunables once, when the process starts, so the command-line entry points call
 ``reexec_with_huge_pages()`` first thing in their ``__main__`` blocks (their modules import little at the
-top): it re-executes the same command with the tunable added, once. Nothing happens where it cannot help: not Linux with glibc >= 2.35, transparent huge pages set to
-``never`` (or already ``always``), the tunable already present, or ``SKCLIP_JAX_HUGE_PAGES=0``.
+top): it re-executes the same command with the tunable added, once. Nothing happens where it cannot help:
+not Linux with glibc >= 2.35, transparent huge pages set to ``never`` (or already ``always``), the tunable
+already present, or ``SKCLIP_JAX_HUGE_PAGES=0``.
 """
 
 import logging
@@ -60,12 +61,17 @@ def tunables_with_huge_pages(
     return f"{current}:{TUNABLE}=1" if current else f"{TUNABLE}=1"
 
 
+def this_process_tunables() -> str | None:
+    """``tunables_with_huge_pages`` for this process's environment, glibc and kernel."""
+    return tunables_with_huge_pages(dict(os.environ), glibc_version(), thp_mode())
+
+
 def reexec_with_huge_pages() -> None:
     """Re-executes this process's command with huge pages for malloc's large buffers, if that helps (above).
 
     Call it first thing in a ``__main__`` block: everything done before it is done twice.
     """
-    value = tunables_with_huge_pages(dict(os.environ), glibc_version(), thp_mode())
+    value = this_process_tunables()
     if value is None or not getattr(sys, "orig_argv", None):
         return
     env = dict(os.environ, GLIBC_TUNABLES=value)

@@ -20,9 +20,7 @@ os.environ.setdefault(
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Huge pages for malloc's large buffers in the processes this one starts (pytest-xdist's workers, the CLI
 # tests' subprocesses), as the entry points give themselves (skclip_jax/host_memory.py).
-_TUNABLES = host_memory.tunables_with_huge_pages(
-    dict(os.environ), host_memory.glibc_version(), host_memory.thp_mode()
-)
+_TUNABLES = host_memory.this_process_tunables()
 if _TUNABLES:
     os.environ["GLIBC_TUNABLES"] = _TUNABLES
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
