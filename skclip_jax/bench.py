@@ -288,7 +288,7 @@ def main(argv):
     import numpy as np
 
     from skclip_jax import class_texts, sharding, train
-    from skclip_jax.models import conv_impl, text
+    from skclip_jax.models import batch_norm, conv_impl, text
 
     config = _CONFIG.value
     batch = _BATCH.value or config.batch_size
@@ -341,6 +341,7 @@ def main(argv):
         "train_size": config.data.train_size,
         "state_init_s": round(init_s, 2),
         "conv_impl": conv_impl.resolve(config.model.slowonly.get("conv_impl", "xla")),
+        "batch_norm_impl": batch_norm.resolve(config.model.slowonly.get("batch_norm_impl", "flax")),
         # set by host_memory's re-execution: huge pages for malloc's large buffers (README "Benchmarks")
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
     }

@@ -29,7 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from skclip_jax import train
-from skclip_jax.models import skclip
+from skclip_jax.models import batch_norm, skclip
+
+# nn.BatchNorm (model.slowonly.batch_norm_impl=flax) or the fused BatchNorm + ReLU (fused)
+_BATCH_NORMS = (nn.BatchNorm, batch_norm.BatchNorm)
 
 
 def cost(lowered) -> dict[str, float]:
@@ -67,12 +70,12 @@ def timed(jitted, *args, reps: int = 3) -> dict[str, float]:
 
 
 def backbone_layers(model: skclip.SkeletonCLIP, variables, volume) -> list[dict[str, Any]]:
-    """Every nn.Conv and nn.BatchNorm call of the video encoder, in order, with its module and input shape."""
+    """Every conv and BatchNorm call of the video encoder, in order, with its module and input shape."""
     calls = []
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
-        if context.method_name == "__call__" and isinstance(module, (nn.Conv, nn.BatchNorm)):
+        if context.method_name == "__call__" and isinstance(module, (nn.Conv, *_BATCH_NORMS)):
             calls.append({"module": module.clone(parent=None), "shape": tuple(args[0].shape)})
         return next_fun(*args, **kwargs)
 
@@ -91,7 +94,7 @@ def _layer_key(call) -> tuple:
     m = call["module"]
     if isinstance(m, nn.Conv):
         return ("conv", call["shape"], m.features, tuple(m.kernel_size), tuple(m.strides))
-    return ("bn", call["shape"])
+    return ("bn", call["shape"], getattr(m, "relu", False))
 
 
 def _layer_name(key) -> str:
@@ -100,7 +103,7 @@ def _layer_name(key) -> str:
         _, _, features, kernel, strides = key
         stride = "" if set(strides) == {1} else " s" + "x".join(map(str, strides))
         return f"conv {'x'.join(map(str, kernel))}{stride} -> {features} on [{shape}]"
-    return f"bn [{shape}]"
+    return f"bn{'+relu' if key[2] else ''} [{shape}]"
 
 
 def profile_layers(calls, reps: int, log) -> list[dict[str, Any]]:
@@ -121,7 +124,7 @@ def profile_layers(calls, reps: int, log) -> list[dict[str, Any]]:
         def forward(params, x, module=module, variables=variables):
             v = dict(variables)
             v["params"] = params
-            if isinstance(module, nn.BatchNorm):
+            if isinstance(module, _BATCH_NORMS):
                 return module.apply(v, x, mutable=["batch_stats"])[0]
             return module.apply(v, x)
 

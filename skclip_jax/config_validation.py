@@ -13,6 +13,7 @@ import ml_collections
 MAPPINGS = ("linear", "residual")
 MATCH_HEADS = ("linear", "mlp")
 CONV_IMPLS = ("auto", "xla", "gemm")  # skclip_jax.models.conv_impl.CONV_IMPLS
+BATCH_NORM_IMPLS = ("auto", "flax", "fused")  # skclip_jax.models.batch_norm.BATCH_NORM_IMPLS
 ACTIVATIONS = ("softmax", "sigmoid", "mean")
 TEXT_REGIMES = ("finetune", "frozen", "random")
 SSM_TARGETS = ("batch", "all_classes")
@@ -202,6 +203,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"--config.{s}.conv1_kernel='(1, 7, 7)'",
     )
     one_of(f"{s}.conv_impl", CONV_IMPLS)
+    one_of(f"{s}.batch_norm_impl", BATCH_NORM_IMPLS)
     nonempty_str(
         "model.text.bert_dir",
         "--config.model.text.bert_dir=pretrained/bert-base-uncased (a local Hugging Face BERT "

@@ -543,6 +543,7 @@ def build_model(
             temporal_strides=tuple(s.temporal_strides),
             conv1_kernel=tuple(s.conv1_kernel),
             conv_impl=s.get("conv_impl", "xla"),
+            batch_norm_impl=s.get("batch_norm_impl", "flax"),
         ),
         bert_config=bert_config,
         enc_token_id=enc_token_id,

@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from skclip_jax.models import batch_norm as batch_norms
 from skclip_jax.models import conv_impl as conv_impls
 
 Dtype = Any
@@ -67,6 +68,7 @@ class ConvBN(nn.Module):
     zero_scale: bool = False
     dtype: Dtype = jnp.float32
     conv_impl: str = "xla"
+    batch_norm_impl: str = "flax"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -81,11 +83,22 @@ class ConvBN(nn.Module):
             conv_general_dilated=conv_impls.conv_fn(self.conv_impl),
             name="conv",
         )(x)
+        scale_init = nn.initializers.zeros if self.zero_scale else nn.initializers.ones
+        if batch_norms.resolve(self.batch_norm_impl) == "fused":
+            return batch_norms.BatchNorm(
+                use_running_average=not train,
+                momentum=0.9,
+                epsilon=1e-5,
+                scale_init=scale_init,
+                relu=self.relu,
+                dtype=self.dtype,
+                name="bn",
+            )(x)
         x = nn.BatchNorm(
             use_running_average=not train,
             momentum=0.9,
             epsilon=1e-5,
-            scale_init=nn.initializers.zeros if self.zero_scale else nn.initializers.ones,
+            scale_init=scale_init,
             use_fast_variance=False,
             dtype=self.dtype,
             name="bn",
@@ -111,11 +124,14 @@ class Bottleneck3d(nn.Module):
     zero_init_residual: bool = False
     dtype: Dtype = jnp.float32
     conv_impl: str = "xla"
+    batch_norm_impl: str = "flax"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         t, s = self.strides
-        conv = partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl)
+        conv = partial(
+            ConvBN, dtype=self.dtype, conv_impl=self.conv_impl, batch_norm_impl=self.batch_norm_impl
+        )
         y = conv(self.planes, (3 if self.inflate else 1, 1, 1), name="conv1")(x, train)
         y = conv(self.planes, (1, 3, 3), (t, s, s), name="conv2")(y, train)
         y = conv(
@@ -151,6 +167,9 @@ class SlowOnly(nn.Module):
       conv_impl: how the convolutions are computed (``conv_impl.CONV_IMPLS``): ``"xla"`` (default),
         ``"gemm"`` (GEMM formulations, faster on CPU) or ``"auto"`` (gemm on CPU, xla elsewhere). Same
         parameters and, up to float rounding, the same results either way.
+      batch_norm_impl: how the BatchNorms (+ ReLU) are computed (``batch_norm.BATCH_NORM_IMPLS``):
+        ``"flax"`` (default, ``nn.BatchNorm``), ``"fused"`` (a hand-written backward pass, faster on CPU) or
+        ``"auto"`` (fused on CPU, flax elsewhere). Same variables and, up to float rounding, results.
     """
 
     in_channels: int = 17
@@ -163,6 +182,7 @@ class SlowOnly(nn.Module):
     zero_init_residual: bool = False
     dtype: Dtype = jnp.float32
     conv_impl: str = "xla"
+    batch_norm_impl: str = "flax"
 
     @property
     def feat_dim(self) -> int:
@@ -194,8 +214,14 @@ class SlowOnly(nn.Module):
             )
         x = x.astype(self.dtype)
         impl = conv_impls.resolve(self.conv_impl)
+        bn_impl = batch_norms.resolve(self.batch_norm_impl)
         x = ConvBN(
-            self.base_channels, self.conv1_kernel, dtype=self.dtype, conv_impl=impl, name="conv1"
+            self.base_channels,
+            self.conv1_kernel,
+            dtype=self.dtype,
+            conv_impl=impl,
+            batch_norm_impl=bn_impl,
+            name="conv1",
         )(x, train)
         x = spatial_max_filter3(x)
 
@@ -220,6 +246,7 @@ class SlowOnly(nn.Module):
                     zero_init_residual=self.zero_init_residual,
                     dtype=self.dtype,
                     conv_impl=impl,
+                    batch_norm_impl=bn_impl,
                     name=f"layer{i + 1}_{j}",
                 )(x, train)
             in_width = EXPANSION * planes
