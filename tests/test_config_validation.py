@@ -45,6 +45,8 @@ CASES = [
     ("model.slowonly.inflate", (0, 1), "one entry per stage"),
     ("model.slowonly.temporal_strides", (1, 0, 2), "positive"),
     ("model.slowonly.conv1_kernel", (7, 7), "3 positive sizes"),
+    ("model.slowonly.conv_impl", "cudnn", "['auto', 'xla', 'gemm']"),
+    ("model.slowonly.batch_norm_impl", "cudnn", "['auto', 'flax', 'fused']"),
     ("model.text.bert_dir", "", "bert-base-uncased"),
     ("model.text.regime", "frozn", "['finetune', 'frozen', 'random']"),
     ("model.text.dropout", 1.0, "[0, 1)"),
