@@ -50,14 +50,16 @@ def _batch_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return mean, var
 
 
+def _normalize(x32, mean, var, scale, bias, epsilon, relu):
+    """``(x - mean) * rsqrt(var + eps) * scale + bias`` (+ ReLU), in ``nn.BatchNorm``'s order of operations."""
+    y = (x32 - mean) * (lax.rsqrt(var + epsilon) * scale) + bias
+    return jnp.maximum(y, 0.0) if relu else y
+
+
 def _forward(x, scale, bias, epsilon, relu):
     x32 = x.astype(jnp.float32)
     mean, var = _batch_stats(x32)
-    mul = lax.rsqrt(var + epsilon) * scale
-    y = (x32 - mean) * mul + bias
-    if relu:
-        y = jnp.maximum(y, 0.0)
-    return y, mean, var
+    return _normalize(x32, mean, var, scale, bias, epsilon, relu), mean, var
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -127,10 +129,15 @@ class BatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
         if self.use_running_average:
-            mul = lax.rsqrt(ra_var.value + self.epsilon) * scale
-            y = (x.astype(jnp.float32) - ra_mean.value) * mul + bias
-            if self.relu:
-                y = jnp.maximum(y, 0.0)
+            y = _normalize(
+                x.astype(jnp.float32),
+                ra_mean.value,
+                ra_var.value,
+                scale,
+                bias,
+                self.epsilon,
+                self.relu,
+            )
         else:
             y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, self.relu)
             if not self.is_initializing():
