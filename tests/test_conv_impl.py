@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from skclip_jax.models import conv_impl
-from skclip_jax.models.slowonly import SlowOnly, SlowOnlyTiny
+from skclip_jax.models.slowonly import SlowOnly
 
 # (input shape [B, T, H, W, C], kernel, strides, features): every kind of conv SlowOnly has, small.
 CASES = [
@@ -117,38 +117,6 @@ def test_resolve():
     assert conv_impl.resolve("gemm", "gpu") == "gemm"
     with pytest.raises(ValueError, match="conv_impl"):
         conv_impl.resolve("cudnn")
-
-
-@pytest.mark.parametrize("train", [True, False])
-def test_slowonly_same_with_every_conv_impl(train):
-    """The whole backbone (BatchNorm in train or eval mode): same outputs, parameter gradients, BN stats."""
-    x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (2, 8, 16, 16, 17)).astype(np.float32))
-    ref = SlowOnlyTiny(conv_impl="xla")
-    variables = ref.init(jax.random.key(0), x, train=False)
-
-    def run(model):
-        def loss(params):
-            out, mutated = model.apply(
-                {"params": params, "batch_stats": variables["batch_stats"]},
-                x,
-                train=train,
-                mutable=["batch_stats"],
-            )
-            return jnp.sum(out**2), (out, mutated)
-
-        (_, (out, mutated)), g = jax.value_and_grad(loss, has_aux=True)(variables["params"])
-        return out, mutated, g
-
-    def close(a, b, tol):
-        # Relative to the array's scale: BatchNorm's backward pass amplifies rounding in small entries.
-        err = float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-        assert err <= tol * max(float(np.max(np.abs(np.asarray(b)))), 1e-6), (err, b.shape)
-
-    out_ref, stats_ref, g_ref = run(ref)
-    out, stats, g = run(SlowOnlyTiny(conv_impl="gemm"))
-    close(out, out_ref, 1e-5)
-    jax.tree.map(lambda a, b: close(a, b, 1e-5), stats, stats_ref)
-    jax.tree.map(lambda a, b: close(a, b, 1e-4), g, g_ref)
 
 
 def test_default_is_xla_and_auto_is_gemm_on_cpu():

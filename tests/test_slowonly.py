@@ -1,4 +1,4 @@
-"""SlowOnly: shapes, PyTorch parameter count, BN statistics, and a NumPy (NCTHW) reference forward."""
+"""SlowOnly: shapes, PyTorch parameter count, BN statistics, a NumPy (NCTHW) reference forward, kernel choices."""
 
 import jax
 import jax.numpy as jnp
@@ -285,3 +285,49 @@ def test_stem_max_filter_equals_max_pool_forward_and_backward(dtype):
 
     assert float(jnp.mean(jax.nn.relu(z) == 0)) > 0.4
     close(behind_relu(spatial_max_filter3), behind_relu(pool))
+
+
+# (reference, other): every CPU kernel choice against the one it replaces, same parameters either way.
+KERNEL_CHOICES = [
+    (dict(conv_impl="xla"), dict(conv_impl="gemm")),
+    (
+        dict(conv_impl="gemm", batch_norm_impl="flax"),
+        dict(conv_impl="gemm", batch_norm_impl="fused"),
+    ),
+]
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("ref_kwargs, kwargs", KERNEL_CHOICES, ids=["conv_impl", "batch_norm_impl"])
+def test_slowonly_same_with_every_kernel_choice(ref_kwargs, kwargs, train):
+    """The whole backbone (BatchNorm in train or eval mode): same variables, outputs, parameter gradients, BN stats."""
+    x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (2, 8, 16, 16, 17)).astype(np.float32))
+    ref, other = SlowOnlyTiny(**ref_kwargs), SlowOnlyTiny(**kwargs)
+    variables = ref.init(jax.random.key(0), x, train=False)
+    assert jax.tree.structure(variables) == jax.tree.structure(
+        other.init(jax.random.key(0), x, train=False)
+    )
+
+    def run(model):
+        def loss(params):
+            out, mutated = model.apply(
+                {"params": params, "batch_stats": variables["batch_stats"]},
+                x,
+                train=train,
+                mutable=["batch_stats"],
+            )
+            return jnp.sum(out**2), (out, mutated)
+
+        (_, (out, mutated)), g = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+        return out, mutated, g
+
+    def close(a, b, tol):
+        # Relative to the array's scale: BatchNorm's backward pass amplifies rounding in small entries.
+        err = float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        assert err <= tol * max(float(np.max(np.abs(np.asarray(b)))), 1e-6), (err, b.shape)
+
+    out_ref, stats_ref, g_ref = run(ref)
+    out, stats, g = run(other)
+    close(out, out_ref, 1e-5)
+    jax.tree.map(lambda a, b: close(a, b, 1e-5), stats, stats_ref)
+    jax.tree.map(lambda a, b: close(a, b, 1e-4), g, g_ref)
