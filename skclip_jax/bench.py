@@ -342,6 +342,7 @@ def main(argv):
         "state_init_s": round(init_s, 2),
         "conv_impl": conv_impl.resolve(config.model.slowonly.get("conv_impl", "xla")),
         "batch_norm_impl": batch_norm.resolve(config.model.slowonly.get("batch_norm_impl", "flax")),
+        "low_memory": bool(config.model.slowonly.get("low_memory", False)),
         # set by host_memory's re-execution: huge pages for malloc's large buffers (README "Benchmarks")
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
     }

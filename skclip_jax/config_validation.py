@@ -204,6 +204,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     )
     one_of(f"{s}.conv_impl", CONV_IMPLS)
     one_of(f"{s}.batch_norm_impl", BATCH_NORM_IMPLS)
+    # Absent from configs written before the field existed, which mean False.
+    if "low_memory" in config.model.slowonly:
+        check(
+            f"{s}.low_memory",
+            lambda v: isinstance(v, bool),
+            "must be True or False",
+            f"--config.{s}.low_memory=True",
+        )
     nonempty_str(
         "model.text.bert_dir",
         "--config.model.text.bert_dir=pretrained/bert-base-uncased (a local Hugging Face BERT "

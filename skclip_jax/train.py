@@ -544,6 +544,7 @@ def build_model(
             conv1_kernel=tuple(s.conv1_kernel),
             conv_impl=s.get("conv_impl", "xla"),
             batch_norm_impl=s.get("batch_norm_impl", "flax"),
+            low_memory=s.get("low_memory", False),
         ),
         bert_config=bert_config,
         enc_token_id=enc_token_id,

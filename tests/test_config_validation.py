@@ -145,3 +145,14 @@ def test_negative_periods_count_epochs():
     assert trainer.every(100, 78) == 100
     assert trainer.every(-1, 78) == 78  # once per epoch.
     assert trainer.every(-5, 78) == 390  # every 5 epochs: the cpu variants evaluate half-way.
+
+
+def test_low_memory_must_be_a_bool_and_may_be_absent():
+    config = valid_config()
+    del config.model.slowonly["low_memory"]
+    validate_config(config)  # configs written before the field existed: False
+    config.model.slowonly.low_memory = "yes"
+    with pytest.raises(
+        ValueError, match=r"config.model.slowonly.low_memory='yes': must be True or False"
+    ):
+        validate_config(config)

@@ -294,11 +294,17 @@ KERNEL_CHOICES = [
         dict(conv_impl="gemm", batch_norm_impl="flax"),
         dict(conv_impl="gemm", batch_norm_impl="fused"),
     ),
+    (
+        dict(conv_impl="gemm", batch_norm_impl="fused"),
+        dict(conv_impl="gemm", batch_norm_impl="fused", low_memory=True),
+    ),
 ]
 
 
 @pytest.mark.parametrize("train", [True, False])
-@pytest.mark.parametrize("ref_kwargs, kwargs", KERNEL_CHOICES, ids=["conv_impl", "batch_norm_impl"])
+@pytest.mark.parametrize(
+    "ref_kwargs, kwargs", KERNEL_CHOICES, ids=["conv_impl", "batch_norm_impl", "low_memory"]
+)
 def test_slowonly_same_with_every_kernel_choice(ref_kwargs, kwargs, train):
     """The whole backbone (BatchNorm in train or eval mode): same variables, outputs, parameter gradients, BN stats."""
     x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (2, 8, 16, 16, 17)).astype(np.float32))

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from skclip_jax.models import remat
+
 BATCH_NORM_IMPLS = ("auto", "flax", "fused")
 
 Dtype = Any
@@ -62,8 +64,8 @@ def _forward(x, scale, bias, epsilon, relu):
     return _normalize(x32, mean, var, scale, bias, epsilon, relu), mean, var
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def batch_norm_train(x, scale, bias, epsilon: float, relu: bool):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def batch_norm_train(x, scale, bias, epsilon: float, relu: bool, low_memory: bool = False):
     """Training-mode BatchNorm over all axes but the last, optionally followed by a ReLU.
 
     Args:
@@ -71,6 +73,8 @@ def batch_norm_train(x, scale, bias, epsilon: float, relu: bool):
       scale, bias: ``[C]`` float32.
       epsilon: added to the variance.
       relu: apply ``max(., 0)`` to the output.
+      low_memory: the backward pass recentres the input itself (``remat.after``) instead of XLA keeping the
+        forward pass's ``x - mean`` alive beside ``x``: one activation less per BatchNorm, one more pass.
 
     Returns:
       ``(y, mean, var)``: the float32 output and the batch mean and biased variance (for the running averages).
@@ -78,18 +82,18 @@ def batch_norm_train(x, scale, bias, epsilon: float, relu: bool):
     return _forward(x, scale, bias, epsilon, relu)
 
 
-def _batch_norm_fwd(x, scale, bias, epsilon, relu):
+def _batch_norm_fwd(x, scale, bias, epsilon, relu, low_memory=False):
     y, mean, var = _forward(x, scale, bias, epsilon, relu)
     return (y, mean, var), (x, mean, var, scale, bias)
 
 
-def _batch_norm_bwd(epsilon, relu, residuals, cotangents):
+def _batch_norm_bwd(epsilon, relu, low_memory, residuals, cotangents):
     x, mean, var, scale, bias = residuals
     dy, dmean, dvar = cotangents
     axes = tuple(range(x.ndim - 1))
     n = x.size // x.shape[-1]
     rstd = lax.rsqrt(var + epsilon)
-    xc = x.astype(jnp.float32) - mean
+    xc = (remat.after(x, dy) if low_memory else x).astype(jnp.float32) - mean
     if relu:  # the mask from the input, so the output need not be kept for the backward pass
         dy = jnp.where(xc * (rstd * scale) + bias > 0, dy, 0.0)
     sum_dy = jnp.sum(dy, axes)
@@ -112,6 +116,7 @@ class BatchNorm(nn.Module):
 
     The same variables, running-average update (``momentum * old + (1 - momentum) * batch``, biased variance)
     and float32 statistics as ``nn.BatchNorm``; the output is cast to ``dtype`` (default: the input's).
+    ``low_memory``: see ``batch_norm_train``.
     """
 
     use_running_average: bool
@@ -120,6 +125,7 @@ class BatchNorm(nn.Module):
     scale_init: nn.initializers.Initializer = nn.initializers.ones
     relu: bool = False
     dtype: Dtype | None = None
+    low_memory: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -139,7 +145,9 @@ class BatchNorm(nn.Module):
                 self.relu,
             )
         else:
-            y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, self.relu)
+            y, mean, var = batch_norm_train(
+                x, scale, bias, self.epsilon, self.relu, self.low_memory
+            )
             if not self.is_initializing():
                 ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
                 ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from skclip_jax.models import remat
+
 CONV_IMPLS = ("auto", "xla", "gemm")
 
 # im2col patches above this size use the row-wise GEMM (`_row_conv`) instead (per call, in the compute dtype).
@@ -120,11 +122,14 @@ def gemm_conv_general_dilated(
     precision=None,
     preferred_element_type=None,
     max_patch_bytes: int = MAX_PATCH_BYTES,
+    low_memory: bool = False,
 ) -> jax.Array:
     """``lax.conv_general_dilated`` for channels-last inputs, as GEMMs (see the module docstring).
 
     Handles ``[B, *spatial, C]`` inputs with ``[*kernel, C, C']`` kernels, explicit padding, any strides, no
-    dilation, no groups; everything else is passed to ``lax.conv_general_dilated``.
+    dilation, no groups; everything else is passed to ``lax.conv_general_dilated``. With ``low_memory`` the
+    patches of the multi-tap forms are rebuilt in the backward pass (``remat.recompute_in_backward``) instead
+    of kept from the forward pass.
 
     Returns:
       ``[B, *out_spatial, C']``, as ``lax.conv_general_dilated`` would.
@@ -168,13 +173,16 @@ def gemm_conv_general_dilated(
     taps = math.prod(kernel)
     patch_bytes = lhs.shape[0] * math.prod(out) * taps * c_in * lhs.dtype.itemsize
     row_wise = patch_bytes > max_patch_bytes or taps >= 25 or strides[1:] == (1, 1)
+    # XLA:CPU keeps the patches from the forward pass for the weight gradient (jax.checkpoint's recomputation
+    # would be merged back by its CSE); low_memory rebuilds them in the backward pass instead.
+    rebuilt = remat.recompute_in_backward if low_memory else (lambda fn: fn)
     if nd == 3 and kernel[0] == 1 and taps > 1 and row_wise:
         # 1xkxk kernels with spatial stride 1, large ones (the 7x7 stem) or patches too large for im2col:
         # row-wise GEMM (`_row_conv`); strided 3x3s keep im2col, whose patches exist at the output's pixels only.
         x = lhs[:, :: strides[0]] if strides[0] != 1 else lhs
-        return jax.checkpoint(
-            functools.partial(_row_conv, strides=strides[1:], precision=precision)
-        )(x, rhs[0])
+        return rebuilt(functools.partial(_row_conv, strides=strides[1:], precision=precision))(
+            x, rhs[0]
+        )
 
     def im2col_matmul(x, w):
         cols = list(_window_slices(x, kernel, strides, out))
@@ -184,9 +192,7 @@ def gemm_conv_general_dilated(
     w = rhs.reshape(taps * c_in, c_out)
     if taps == 1:
         return im2col_matmul(lhs, w)
-    # Keep the (taps x larger) patches out of the saved activations: the backward pass rebuilds them from
-    # the input, which is saved anyway. Costs one more concatenation, saves GBs at the paper's sizes.
-    return jax.checkpoint(im2col_matmul)(lhs, w)
+    return rebuilt(im2col_matmul)(lhs, w)
 
 
 def shifted_tap_sum(taps: jax.Array, axis: int, stride: int, out_len: int) -> jax.Array:
@@ -269,7 +275,10 @@ def _row_conv(x: jax.Array, w: jax.Array, strides: Sequence[int], precision) -> 
     return shifted_tap_sum(rows, 2, sh, ho)
 
 
-def conv_fn(conv_impl: str):
+def conv_fn(conv_impl: str, low_memory: bool = False):
     """The ``conv_general_dilated`` callable for ``nn.Conv`` (``None`` = Flax's default, the XLA conv op)."""
-    impl = resolve(conv_impl)
-    return gemm_conv_general_dilated if impl == "gemm" else None
+    if resolve(conv_impl) != "gemm":
+        return None
+    if low_memory:
+        return functools.partial(gemm_conv_general_dilated, low_memory=True)
+    return gemm_conv_general_dilated
