@@ -167,25 +167,31 @@ def gemm_conv_general_dilated(
         # SlowOnly's inflated 3x1x1: taps on the output side, no im2col copy of the input.
         x = lhs[:, :, :: strides[1], :: strides[2]] if strides[1:] != (1, 1) else lhs
         return _time_tap_conv(x, rhs[:, 0, 0], pads[0], precision)
-    if any(p != (0, 0) for p in pads):
-        lhs = jnp.pad(lhs, [(0, 0)] + pads + [(0, 0)])
-    out = tuple((lhs.shape[1 + i] - kernel[i]) // strides[i] + 1 for i in range(nd))
+    padding = [(0, 0)] + pads + [(0, 0)]
+    padded = [lhs.shape[1 + i] + pads[i][0] + pads[i][1] for i in range(nd)]
+    out = tuple((padded[i] - kernel[i]) // strides[i] + 1 for i in range(nd))
     taps = math.prod(kernel)
     patch_bytes = lhs.shape[0] * math.prod(out) * taps * c_in * lhs.dtype.itemsize
     row_wise = patch_bytes > max_patch_bytes or taps >= 25 or strides[1:] == (1, 1)
     # XLA:CPU keeps the patches from the forward pass for the weight gradient (jax.checkpoint's recomputation
-    # would be merged back by its CSE); low_memory rebuilds them in the backward pass instead.
+    # would be merged back by its CSE); low_memory rebuilds them, and the zero padding, in the backward pass.
     rebuilt = remat.recompute_in_backward if low_memory else (lambda fn: fn)
+
+    def pad(x):
+        return jnp.pad(x, padding) if any(p != (0, 0) for p in pads) else x
+
     if nd == 3 and kernel[0] == 1 and taps > 1 and row_wise:
         # 1xkxk kernels with spatial stride 1, large ones (the 7x7 stem) or patches too large for im2col:
         # row-wise GEMM (`_row_conv`); strided 3x3s keep im2col, whose patches exist at the output's pixels only.
-        x = lhs[:, :: strides[0]] if strides[0] != 1 else lhs
-        return rebuilt(functools.partial(_row_conv, strides=strides[1:], precision=precision))(
-            x, rhs[0]
-        )
+        def row_conv(x, w):
+            x = pad(x)
+            x = x[:, :: strides[0]] if strides[0] != 1 else x
+            return _row_conv(x, w, strides[1:], precision)
+
+        return rebuilt(row_conv)(lhs, rhs[0])
 
     def im2col_matmul(x, w):
-        cols = list(_window_slices(x, kernel, strides, out))
+        cols = list(_window_slices(pad(x), kernel, strides, out))
         patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
         return _matmul(patches, w, precision)
 

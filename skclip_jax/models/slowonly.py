@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from skclip_jax.models import batch_norm as batch_norms
 from skclip_jax.models import conv_impl as conv_impls
+from skclip_jax.models import remat
 
 Dtype = Any
 
@@ -177,9 +178,10 @@ class SlowOnly(nn.Module):
       batch_norm_impl: how the BatchNorms (+ ReLU) are computed (``batch_norm.BATCH_NORM_IMPLS``):
         ``"flax"`` (default, ``nn.BatchNorm``), ``"fused"`` (a hand-written backward pass, faster on CPU) or
         ``"auto"`` (fused on CPU, flax elsewhere). Same variables and, up to float rounding, results.
-      low_memory: with the CPU forms (``gemm`` convolutions, ``fused`` BatchNorm), rebuild the im2col patches
-        and each BatchNorm's centred input in the backward pass instead of keeping them from the forward pass
-        (``remat``): at the paper's B=8 about 3 GB less peak memory for a slower step. Same results.
+      low_memory: rebuild in the backward pass what XLA would keep from the forward pass (``remat``): the stem's
+        max filter's masks and, with the CPU forms (``gemm`` convolutions, ``fused`` BatchNorm), the zero-padded
+        inputs, im2col patches and each BatchNorm's centred input. Less peak memory for a slower step (README
+        "Benchmarks"); same results.
     """
 
     in_channels: int = 17
@@ -235,7 +237,8 @@ class SlowOnly(nn.Module):
             low_memory=self.low_memory,
             name="conv1",
         )(x, train)
-        x = spatial_max_filter3(x)
+        max_filter = remat.recompute_in_backward if self.low_memory else (lambda fn: fn)
+        x = max_filter(spatial_max_filter3)(x)
 
         in_width = self.base_channels
         for i, num_blocks in enumerate(self.stage_blocks):
