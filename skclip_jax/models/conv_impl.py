@@ -128,8 +128,8 @@ def gemm_conv_general_dilated(
 
     Handles ``[B, *spatial, C]`` inputs with ``[*kernel, C, C']`` kernels, explicit padding, any strides, no
     dilation, no groups; everything else is passed to ``lax.conv_general_dilated``. With ``low_memory`` the
-    patches of the multi-tap forms are rebuilt in the backward pass (``remat.recompute_in_backward``) instead
-    of kept from the forward pass.
+    zero-padded input and the patches of the multi-tap forms are rebuilt in the backward pass
+    (``remat.recompute_in_backward``) instead of kept from the forward pass.
 
     Returns:
       ``[B, *out_spatial, C']``, as ``lax.conv_general_dilated`` would.
