@@ -127,26 +127,37 @@ def test_default_is_xla_and_auto_is_gemm_on_cpu():
 
 
 @pytest.mark.parametrize(
-    "shape, axis, stride, out_len",
-    [((2, 9, 3, 4, 5), 1, 1, 6), ((2, 3, 11, 4, 3, 5), 2, 2, 5), ((6, 3, 2, 2), 0, 1, 5)],
+    "shape, axis, stride, out_len, pad",
+    [
+        ((2, 9, 3, 4, 5), 1, 1, 6, (0, 0)),
+        ((2, 3, 11, 4, 3, 5), 2, 2, 5, (0, 0)),
+        ((6, 3, 2, 2), 0, 1, 5, (0, 0)),
+        ((2, 7, 3, 4, 5), 1, 1, 7, (2, 2)),  # 'SAME' padding of a 5-tap kernel
+        ((2, 3, 10, 4, 3, 5), 2, 2, 5, (1, 1)),  # stride 2, pad 1: one padded row unused at the end
+        ((2, 3, 9, 2, 7, 3), 2, 1, 9, (3, 3)),  # the stem's 7 rows
+        ((6, 3, 2, 2), 0, 1, 7, (1, 2)),  # asymmetric
+    ],
 )
-def test_shifted_tap_sum_and_its_backward_equal_the_plain_slices(shape, axis, stride, out_len):
-    """The written-out adjoint equals autodiff of the same sum of strided slices."""
+def test_shifted_tap_sum_and_its_backward_equal_the_plain_slices(shape, axis, stride, out_len, pad):
+    """The written-out adjoint equals autodiff of the same sum of strided slices of the zero-padded taps."""
     taps = jnp.asarray(np.random.default_rng(3).standard_normal(shape).astype(np.float32))
     k, span = shape[-2], stride * (out_len - 1) + 1
 
     def plain(t):
+        widths = [(0, 0)] * t.ndim
+        widths[axis] = pad
+        t = jnp.pad(t, widths)
         return sum(
             jax.lax.slice_in_dim(t[..., i, :], i, i + span, stride, axis=axis) for i in range(k)
         )
 
-    out, vjp = jax.vjp(lambda t: conv_impl.shifted_tap_sum(t, axis, stride, out_len), taps)
+    out, vjp = jax.vjp(lambda t: conv_impl.shifted_tap_sum(t, axis, stride, out_len, pad), taps)
     ref, vjp_ref = jax.vjp(plain, taps)
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
     g = jnp.asarray(np.random.default_rng(4).standard_normal(ref.shape).astype(np.float32))
     np.testing.assert_allclose(vjp(g)[0], vjp_ref(g)[0], rtol=1e-6, atol=1e-6)
     # under jit as well (the shapes it pads to must be static)
     jitted = jax.jit(
-        jax.grad(lambda t: jnp.sum(conv_impl.shifted_tap_sum(t, axis, stride, out_len) * g))
+        jax.grad(lambda t: jnp.sum(conv_impl.shifted_tap_sum(t, axis, stride, out_len, pad) * g))
     )
     np.testing.assert_allclose(jitted(taps), vjp_ref(g)[0], rtol=1e-6, atol=1e-6)

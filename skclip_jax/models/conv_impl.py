@@ -184,9 +184,11 @@ def gemm_conv_general_dilated(
         # 1xkxk kernels with spatial stride 1, large ones (the 7x7 stem) or patches too large for im2col:
         # row-wise GEMM (`_row_conv`); strided 3x3s keep im2col, whose patches exist at the output's pixels only.
         def row_conv(x, w):
-            x = pad(x)
+            # Width padding for the im2col; the height padding goes to the shifted sums (`_row_conv`).
+            if pads[0] != (0, 0) or pads[2] != (0, 0):
+                x = jnp.pad(x, [(0, 0), pads[0], (0, 0), pads[2], (0, 0)])
             x = x[:, :: strides[0]] if strides[0] != 1 else x
-            return _row_conv(x, w, strides[1:], precision)
+            return _row_conv(x, w, strides[1:], pads[1], precision)
 
         return rebuilt(row_conv)(lhs, rhs[0])
 
@@ -201,33 +203,41 @@ def gemm_conv_general_dilated(
     return rebuilt(im2col_matmul)(lhs, w)
 
 
-def shifted_tap_sum(taps: jax.Array, axis: int, stride: int, out_len: int) -> jax.Array:
-    """``out[.., j, ..] = sum_i taps[.., j * stride + i, .., i, :]``: the output-side taps of a 1D kernel.
+def shifted_tap_sum(
+    taps: jax.Array, axis: int, stride: int, out_len: int, pad: tuple[int, int] = (0, 0)
+) -> jax.Array:
+    """``out[.., j, ..] = sum_i taps_p[.., j * stride + i, .., i, :]``: the output-side taps of a 1D kernel.
 
-    ``taps`` is ``[..., L (at axis), ..., k, C']``: every kernel tap's contribution at every (padded) input
-    position, as the GEMM forms below produce it; ``axis`` < ``taps.ndim - 2``. The backward pass is written
-    out: each tap's gradient is the output's gradient shifted (and, for a stride, spread) into place, stacked
-    on the tap axis. Differentiating the forward slices instead gives ``k`` zero-padded copies summed in one
-    XLA loop fusion that also re-evaluates the incoming gradient's producer (the BatchNorm backward) ``k``
-    times per element: 0.6-0.8 s of a paper-size B=8 step on 2 CPU cores for the 7x7 stem alone.
+    ``taps`` is ``[..., L (at axis), ..., k, C']``: every kernel tap's contribution at every input position, as
+    the GEMM forms below produce it; ``taps_p`` is ``taps`` zero-padded by ``pad`` along ``axis`` (the
+    convolution's own padding: the GEMM then runs on the unpadded input, whose padded rows would only give
+    zeros, and no padded copy is made; XLA fuses each tap's pad and slice into the sum). ``axis`` <
+    ``taps.ndim - 2``. The backward pass is written out: each tap's gradient is the output's gradient shifted
+    (and, for a stride, spread; for the padding, cropped) into place, stacked on the tap axis. Differentiating
+    the forward slices instead gives ``k`` zero-padded copies summed in one XLA loop fusion that also
+    re-evaluates the incoming gradient's producer (the BatchNorm backward) ``k`` times per element: 0.6-0.8 s
+    of a paper-size B=8 step on 2 CPU cores for the 7x7 stem alone.
     """
-    return _shifted_tap_sum(taps, axis, stride, out_len, tuple(taps.shape))
+    return _shifted_tap_sum(taps, axis, stride, out_len, tuple(pad), tuple(taps.shape))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
-def _shifted_tap_sum(taps, axis, stride, out_len, shape):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5))
+def _shifted_tap_sum(taps, axis, stride, out_len, pad, shape):
     span = stride * (out_len - 1) + 1
+    zero = jnp.zeros((), taps.dtype)
+    config = [(0, 0, 0)] * (taps.ndim - 1)
+    config[axis] = (pad[0], pad[1], 0)
     return sum(
-        lax.slice_in_dim(taps[..., i, :], i, i + span, stride, axis=axis)
+        lax.slice_in_dim(lax.pad(taps[..., i, :], zero, config), i, i + span, stride, axis=axis)
         for i in range(taps.shape[-2])
     )
 
 
-def _shifted_tap_sum_fwd(taps, axis, stride, out_len, shape):
-    return _shifted_tap_sum(taps, axis, stride, out_len, shape), None
+def _shifted_tap_sum_fwd(taps, axis, stride, out_len, pad, shape):
+    return _shifted_tap_sum(taps, axis, stride, out_len, pad, shape), None
 
 
-def _shifted_tap_sum_bwd(axis, stride, out_len, shape, _, g):
+def _shifted_tap_sum_bwd(axis, stride, out_len, pad, shape, _, g):
     length, k = shape[axis], shape[-2]
     # Materialise the incoming gradient once rather than have XLA fuse its producer into k reads.
     g = lax.optimization_barrier(g)
@@ -235,8 +245,10 @@ def _shifted_tap_sum_bwd(axis, stride, out_len, shape, _, g):
     zero = jnp.zeros((), g.dtype)
     parts = []
     for i in range(k):
+        # Tap i's gradient at input position q is g[(q + pad_lo - i) / stride]: g spread by the stride, shifted
+        # by i - pad_lo (negative padding crops what falls in the convolution's zero padding).
         config = [(0, 0, 0)] * g.ndim
-        config[axis] = (i, length - i - span, stride - 1)
+        config[axis] = (i - pad[0], length + pad[0] - i - span, stride - 1)
         parts.append(lax.pad(g, zero, config))
     return (jnp.stack(parts, axis=-2),)
 
@@ -257,28 +269,31 @@ def _time_tap_conv(x: jax.Array, w: jax.Array, pad: tuple[int, int], precision) 
     t_out = x.shape[1] + pad[0] + pad[1] - kt + 1
     taps = _matmul(x, w.transpose(1, 0, 2).reshape(c_in, kt * c_out), precision)
     taps = taps.reshape(x.shape[:-1] + (kt, c_out))  # [B, T, H, W, kt, C']
-    taps = jnp.pad(taps, [(0, 0), tuple(pad)] + [(0, 0)] * (taps.ndim - 2))
-    return shifted_tap_sum(taps, 1, 1, t_out)
+    return shifted_tap_sum(taps, 1, 1, t_out, pad)
 
 
-def _row_conv(x: jax.Array, w: jax.Array, strides: Sequence[int], precision) -> jax.Array:
-    """VALID ``1 x kh x kw`` convolution of ``[B, T, H, W, C]`` (padded) by ``[kh, kw, C, C']``, as one GEMM.
+def _row_conv(
+    x: jax.Array, w: jax.Array, strides: Sequence[int], pad_h: tuple[int, int], precision
+) -> jax.Array:
+    """``1 x kh x kw`` convolution of ``[B, T, H, W, C]`` (padded in width, not height) by ``[kh, kw, C, C']``.
 
     im2col along the width only (``kw * C`` channels), one product with the kernel laid out as
     ``[kw * C, kh * C']`` that gives every kernel row's contribution at every input row, then a sum of
-    ``kh`` row-shifted slices. The same multiply-adds as the convolution, with ``kh`` times smaller patches
-    than full im2col; on XLA:CPU the 7x7 stem runs 2-4x faster forward and backward than its conv op.
+    ``kh`` row-shifted slices, zero-padded by ``pad_h`` (the product never sees the padding rows, which would
+    only give zeros: 10 % of the stem's product, 14 % of a 3x3 at 14x14). The same multiply-adds as the
+    convolution, with ``kh`` times smaller patches than full im2col; on XLA:CPU the 7x7 stem runs 2-4x faster
+    forward and backward than its conv op.
     """
     kh, kw, c_in, c_out = w.shape
     sh, sw = strides
-    ho = (x.shape[2] - kh) // sh + 1
+    ho = (x.shape[2] + pad_h[0] + pad_h[1] - kh) // sh + 1
     wo = (x.shape[3] - kw) // sw + 1
     cols = jnp.concatenate(
         [x[:, :, :, j : j + sw * (wo - 1) + 1 : sw] for j in range(kw)], axis=-1
     )  # [B, T, H, wo, kw * C]
     rows = _matmul(cols, w.transpose(1, 2, 0, 3).reshape(kw * c_in, kh * c_out), precision)
     rows = rows.reshape(rows.shape[:-1] + (kh, c_out))  # [B, T, H, wo, kh, C']
-    return shifted_tap_sum(rows, 2, sh, ho)
+    return shifted_tap_sum(rows, 2, sh, ho, pad_h)
 
 
 def conv_fn(conv_impl: str, low_memory: bool = False):
