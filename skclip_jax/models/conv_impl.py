@@ -175,7 +175,7 @@ def gemm_conv_general_dilated(
     row_wise = patch_bytes > max_patch_bytes or taps >= 25 or strides[1:] == (1, 1)
     # XLA:CPU keeps the patches from the forward pass for the weight gradient (jax.checkpoint's recomputation
     # would be merged back by its CSE); low_memory rebuilds them, and the zero padding, in the backward pass.
-    rebuilt = remat.recompute_in_backward if low_memory else (lambda fn: fn)
+    rebuilt = remat.recompute_in_backward_if(low_memory)
 
     def pad(x):
         return jnp.pad(x, padding) if any(p != (0, 0) for p in pads) else x

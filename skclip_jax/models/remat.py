@@ -53,3 +53,8 @@ def recompute_in_backward(fn):
 
     wrapped.defvjp(forward, backward)
     return wrapped
+
+
+def recompute_in_backward_if(enabled: bool):
+    """``recompute_in_backward`` when ``enabled`` (``model.slowonly.low_memory``), else ``fn`` unchanged."""
+    return recompute_in_backward if enabled else (lambda fn: fn)

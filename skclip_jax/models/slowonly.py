@@ -237,8 +237,7 @@ class SlowOnly(nn.Module):
             low_memory=self.low_memory,
             name="conv1",
         )(x, train)
-        max_filter = remat.recompute_in_backward if self.low_memory else (lambda fn: fn)
-        x = max_filter(spatial_max_filter3)(x)
+        x = remat.recompute_in_backward_if(self.low_memory)(spatial_max_filter3)(x)
 
         in_width = self.base_channels
         for i, num_blocks in enumerate(self.stage_blocks):
