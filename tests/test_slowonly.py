@@ -1,11 +1,15 @@
 """SlowOnly: shapes, PyTorch parameter count, BN statistics, a NumPy (NCTHW) reference forward, kernel choices."""
 
+import math
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
 
+from skclip_jax.models import slowonly
 from skclip_jax.models.slowonly import ConvBN, SlowOnly, SlowOnlyTiny, frame_features
 
 
@@ -337,3 +341,58 @@ def test_slowonly_same_with_every_kernel_choice(ref_kwargs, kwargs, train):
     close(out, out_ref, 1e-5)
     jax.tree.map(lambda a, b: close(a, b, 1e-5), stats, stats_ref)
     jax.tree.map(lambda a, b: close(a, b, 1e-4), g, g_ref)
+
+
+def _max_fusion_reads(hlo: str, elements: int) -> int:
+    """The most operands of ``elements`` elements that one fusion of the optimised HLO's entry computation reads."""
+    entry = hlo[hlo.index("ENTRY") :].splitlines()
+    sizes = {}
+    for line in entry:
+        m = re.match(r"\s*(?:ROOT )?(%[\w.\-]+) = \w+\[([\d,]*)\]", line)
+        if m:
+            sizes[m.group(1)] = math.prod(int(d) for d in m.group(2).split(",") if d)
+    most = 0
+    for line in entry:
+        m = re.match(r"\s*(?:ROOT )?%[\w.\-]+ = .*? fusion\((.*?)\), kind=", line)
+        if m:
+            operands = re.findall(r"%[\w.\-]+", m.group(1))
+            most = max(most, sum(sizes.get(op) == elements for op in operands))
+    return most
+
+
+@pytest.mark.parametrize("residual", ["where", "relu"])
+def test_residual_stream_is_not_recomputed_in_every_block(residual, monkeypatch):
+    """XLA:CPU reads each block's output once: no fusion of the train step recomputes the residual stream.
+
+    With ``nn.relu(y + shortcut)`` (the ``relu`` case, kept to show the check can fail) XLA fused every
+    earlier block's sum into each block's output and backward mask: one fusion read 8 such arrays, against 4 here.
+    """
+    if residual == "relu":
+        monkeypatch.setattr(slowonly, "residual_relu", lambda y, s: jax.nn.relu(y + s))
+    model = SlowOnly(
+        base_channels=4,
+        stage_blocks=(6,),
+        inflate=(0,),
+        spatial_strides=(1,),
+        temporal_strides=(1,),
+        conv_impl="gemm",
+        batch_norm_impl="fused",
+    )
+    x = jnp.ones((1, 4, 8, 8, 17), jnp.float32)
+    variables = model.init(jax.random.key(0), x, train=False)
+
+    def loss(params):
+        out, _ = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        return jnp.sum(out**2)
+
+    hlo = jax.jit(jax.grad(loss)).lower(variables["params"]).compile().as_text()
+    reads = _max_fusion_reads(hlo, 4 * 8 * 8 * 16)  # arrays the size of the stage's output
+    if residual == "relu":
+        assert reads >= 6, reads
+    else:
+        assert reads <= 4, reads
