@@ -145,9 +145,55 @@ def test_backward_reads_the_input_in_two_passes():
     residual_shapes = [leaf.shape for leaf in jax.tree.leaves(vjp)]
     assert residual_shapes.count(x.shape) == 1  # the input only, not the output as well
     bwd = jax.make_jaxpr(jax.grad(loss))(x, scale, bias)
-    sums = [e for e in bwd.eqns if e.primitive.name == "reduce_sum"]
-    # forward: mean, variance, the loss; backward: sum(dy), sum(dy * xc)
-    assert len(sums) == 5, [e.primitive.name for e in bwd.eqns]
+    names = [e.primitive.name for e in bwd.eqns]
+    # forward: mean, mean of squares, the loss; backward: sum(dy); then sum(dy * x) in the backward's `cond`
+    # (its other branch, and the forward cond's, the two-pass sums for ill-conditioned channels)
+    assert names.count("reduce_sum") == 4, names
+    assert names.count("cond") == 2, names
+
+
+def test_no_centred_copy_of_the_input():
+    """XLA:CPU writes no ``x - mean`` array: the compiled forward + backward needs almost no temporary memory.
+
+    With the two-pass statistics (the previous form) the reduction of ``(x - mean)^2`` took a materialised
+    centred input: a temporary as large as ``x`` here, kept until the backward pass in the whole model.
+    """
+    x = jnp.ones((2, 4, 8, 8, 16))
+    scale, bias = jnp.ones(16), jnp.zeros(16)
+    g = jnp.ones_like(x)
+
+    def loss(x, scale, bias):
+        return jnp.sum(batch_norm.batch_norm_train(x, scale, bias, 1e-5, True)[0] * g)
+
+    compiled = jax.jit(jax.grad(loss, (0, 1, 2))).lower(x, scale, bias).compile()
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    assert temp < 0.25 * x.nbytes, temp / x.nbytes
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_large_mean_falls_back_to_two_passes(guarded, monkeypatch):
+    """Channels whose mean dwarfs their spread get the two-pass statistics and backward sum.
+
+    One pass (``E[x^2] - mean^2``) loses most digits there; ``guarded=False`` turns the fallback off to show
+    that this input needs it.
+    """
+    if not guarded:
+        monkeypatch.setattr(batch_norm, "ILL_CONDITIONED", float("inf"))
+    rng = np.random.default_rng(3)
+    shape = (4, 6, 8, 8, 5)
+    x = jnp.asarray((1000.0 + rng.standard_normal(shape)).astype(np.float32))
+    g = jnp.asarray(rng.standard_normal(shape).astype(np.float32))
+    ref, fused = _flax_layer(False), _fused_layer(False)
+    variables = ref.init(jax.random.key(0), x, False)
+    out_ref, stats_ref, (_, gx_ref) = _run(ref, variables, x, g, True)
+    out, stats, (_, gx) = _run(fused, variables, x, g, True)
+    if guarded:
+        _close(out, out_ref, 1e-5)
+        _close(stats["batch_stats"]["bn"]["var"], stats_ref["batch_stats"]["bn"]["var"], 1e-5)
+        _close(gx, gx_ref, 1e-4)
+    else:
+        with pytest.raises(AssertionError):
+            _close(out, out_ref, 1e-2)
 
 
 def test_resolve_and_defaults():

@@ -2,10 +2,11 @@
 
 Selected by ``model.slowonly.batch_norm_impl`` (``SlowOnly.batch_norm_impl``):
   * ``"flax"``: ``nn.BatchNorm`` then ``nn.relu``, differentiated by JAX;
-  * ``"fused"``: ``BatchNorm`` below. Over the batch axes the forward pass reads its input three times (mean,
-    variance about the mean, the normalised output with the ReLU applied); the backward pass reads the input
-    and the incoming gradient twice (one pass of two reductions, one elementwise pass that writes the input's
-    gradient) and rebuilds the ReLU mask from the input instead of saving the output. XLA:CPU runs the
+  * ``"fused"``: ``BatchNorm`` below. Over the batch axes the forward pass reads its input three times (the
+    sums of ``x`` and ``x^2``, then the normalised output with the ReLU applied; no centred copy
+    ``x - mean`` is written, see ``_batch_stats``); the backward pass reads the input and the incoming gradient
+    twice (the reductions, then one elementwise pass that writes the input's gradient) and rebuilds the ReLU
+    mask from the input instead of saving the output. XLA:CPU runs the
     autodiff of ``nn.BatchNorm`` + ReLU in more passes: at the paper's sizes (B=8, float32) forward +
     backward take 0.077 s instead of 0.110 s on ``[8, 48, 56, 56, 32]`` and 0.085 instead of 0.137 s on
     ``[8, 48, 28, 28, 128]`` (2-core CPU, huge pages);
@@ -44,12 +45,32 @@ def resolve(batch_norm_impl: str, backend: str | None = None) -> str:
     return "fused" if backend == "cpu" else "flax"
 
 
+# Above this mean^2 / variance ratio in some channel, the one-pass statistics fall back to two passes.
+ILL_CONDITIONED = 100.0
+
+
 def _batch_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean and biased variance over every axis but the last (two passes, as ``use_fast_variance=False``)."""
+    """Mean and biased variance over every axis but the last, as ``E[x^2] - mean^2`` where that is accurate.
+
+    Both sums read ``x`` itself, so XLA:CPU computes them in its fast reduction kernels without writing the
+    centred input ``x - mean`` to memory (the two-pass form's reduction needs it materialised, and XLA then
+    kept it alive until the backward pass: 2.2 GB of a paper-size B=8 step). One pass loses accuracy to
+    cancellation where ``mean^2`` dwarfs the variance; if any channel's ratio exceeds ``ILL_CONDITIONED``
+    (relative error then up to ~1e-4), the variance is recomputed about the mean, as
+    ``nn.BatchNorm(use_fast_variance=False)`` and PyTorch do (``lax.cond``: that pass runs only then).
+    """
     axes = tuple(range(x.ndim - 1))
     mean = jnp.mean(x, axes)
-    var = jnp.mean(jnp.square(x - mean), axes)
-    return mean, var
+    var = jnp.mean(jnp.square(x), axes) - jnp.square(mean)
+    return mean, lax.cond(
+        _ill_conditioned(mean, var),
+        lambda: jnp.mean(jnp.square(x - mean), axes),
+        lambda: jnp.maximum(var, 0.0),
+    )
+
+
+def _ill_conditioned(mean: jax.Array, var: jax.Array) -> jax.Array:
+    return jnp.any(jnp.square(mean) > ILL_CONDITIONED * var)
 
 
 def _normalize(x32, mean, var, scale, bias, epsilon, relu):
@@ -97,7 +118,14 @@ def _batch_norm_bwd(epsilon, relu, low_memory, residuals, cotangents):
     if relu:  # the mask from the input, so the output need not be kept for the backward pass
         dy = jnp.where(xc * (rstd * scale) + bias > 0, dy, 0.0)
     sum_dy = jnp.sum(dy, axes)
-    sum_dy_xc = jnp.sum(dy * xc, axes)
+    # sum(dy * xc) without materialising xc (see _batch_stats), exactly where the mean is large. Each branch
+    # computes from x: a branch that used `xc` would have XLA write it out as the cond's operand.
+    x32 = x.astype(jnp.float32)
+    sum_dy_xc = lax.cond(
+        _ill_conditioned(mean, var),
+        lambda: jnp.sum(dy * (x32 - mean), axes),
+        lambda: jnp.sum(dy * x32, axes) - mean * sum_dy,
+    )
     # y = xc * rstd * scale + bias, with mean and rstd functions of x; plus the statistics' own cotangents
     # (zero in training, where the running averages are not differentiated, but kept exact).
     dx = (
