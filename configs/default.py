@@ -72,9 +72,9 @@ def get_config() -> ml_collections.ConfigDict:
     # | flax | fused. Same variables and, up to float rounding, results (skclip_jax/models/batch_norm.py).
     config.model.slowonly.batch_norm_impl = "auto"
     # Rebuild in the backward pass what XLA:CPU keeps from the forward pass (padded inputs, im2col patches,
-    # BatchNorm's centred inputs, the stem max filter's masks; skclip_jax/models/remat.py). Paper sizes, B=8 on
-    # the 2-core CPU: peak RSS 12.2 -> 8.1 GB (the PyTorch original: 8.7 GB), step 11 % slower (README
-    # "Benchmarks"). Off: the step's speed comes first; on: a batch that does not fit otherwise.
+    # the stem max filter's masks; skclip_jax/models/remat.py). Paper sizes, B=8 on the 2-core CPU: peak RSS
+    # 9.9 -> 7.9 GB (the PyTorch original: 8.7 GB), step ~10 % slower (README "Benchmarks"). Off: the step's
+    # speed comes first; on: a batch that does not fit otherwise.
     config.model.slowonly.low_memory = False
     config.model.text = ml_collections.ConfigDict()
     # A local Hugging Face BERT directory (config.json, model.safetensors or flax_model.msgpack, vocab.txt).

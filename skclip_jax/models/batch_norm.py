@@ -26,8 +26,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from skclip_jax.models import remat
-
 BATCH_NORM_IMPLS = ("auto", "flax", "fused")
 
 Dtype = Any
@@ -85,8 +83,8 @@ def _forward(x, scale, bias, epsilon, relu):
     return _normalize(x32, mean, var, scale, bias, epsilon, relu), mean, var
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def batch_norm_train(x, scale, bias, epsilon: float, relu: bool, low_memory: bool = False):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def batch_norm_train(x, scale, bias, epsilon: float, relu: bool):
     """Training-mode BatchNorm over all axes but the last, optionally followed by a ReLU.
 
     Args:
@@ -94,8 +92,6 @@ def batch_norm_train(x, scale, bias, epsilon: float, relu: bool, low_memory: boo
       scale, bias: ``[C]`` float32.
       epsilon: added to the variance.
       relu: apply ``max(., 0)`` to the output.
-      low_memory: the backward pass recentres the input itself (``remat.after``) instead of XLA keeping the
-        forward pass's ``x - mean`` alive beside ``x``: one activation less per BatchNorm, one more pass.
 
     Returns:
       ``(y, mean, var)``: the float32 output and the batch mean and biased variance (for the running averages).
@@ -103,24 +99,24 @@ def batch_norm_train(x, scale, bias, epsilon: float, relu: bool, low_memory: boo
     return _forward(x, scale, bias, epsilon, relu)
 
 
-def _batch_norm_fwd(x, scale, bias, epsilon, relu, low_memory=False):
+def _batch_norm_fwd(x, scale, bias, epsilon, relu):
     y, mean, var = _forward(x, scale, bias, epsilon, relu)
     return (y, mean, var), (x, mean, var, scale, bias)
 
 
-def _batch_norm_bwd(epsilon, relu, low_memory, residuals, cotangents):
+def _batch_norm_bwd(epsilon, relu, residuals, cotangents):
     x, mean, var, scale, bias = residuals
     dy, dmean, dvar = cotangents
     axes = tuple(range(x.ndim - 1))
     n = x.size // x.shape[-1]
     rstd = lax.rsqrt(var + epsilon)
-    xc = (remat.after(x, dy) if low_memory else x).astype(jnp.float32) - mean
+    x32 = x.astype(jnp.float32)
+    xc = x32 - mean  # fused into each pass below, never written out
     if relu:  # the mask from the input, so the output need not be kept for the backward pass
         dy = jnp.where(xc * (rstd * scale) + bias > 0, dy, 0.0)
     sum_dy = jnp.sum(dy, axes)
     # sum(dy * xc) without materialising xc (see _batch_stats), exactly where the mean is large. Each branch
     # computes from x: a branch that used `xc` would have XLA write it out as the cond's operand.
-    x32 = x.astype(jnp.float32)
     sum_dy_xc = lax.cond(
         _ill_conditioned(mean, var),
         lambda: jnp.sum(dy * (x32 - mean), axes),
@@ -144,7 +140,6 @@ class BatchNorm(nn.Module):
 
     The same variables, running-average update (``momentum * old + (1 - momentum) * batch``, biased variance)
     and float32 statistics as ``nn.BatchNorm``; the output is cast to ``dtype`` (default: the input's).
-    ``low_memory``: see ``batch_norm_train``.
     """
 
     use_running_average: bool
@@ -153,7 +148,6 @@ class BatchNorm(nn.Module):
     scale_init: nn.initializers.Initializer = nn.initializers.ones
     relu: bool = False
     dtype: Dtype | None = None
-    low_memory: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -173,9 +167,7 @@ class BatchNorm(nn.Module):
                 self.relu,
             )
         else:
-            y, mean, var = batch_norm_train(
-                x, scale, bias, self.epsilon, self.relu, self.low_memory
-            )
+            y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, self.relu)
             if not self.is_initializing():
                 ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
                 ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var

@@ -5,7 +5,7 @@ them; it marks the recomputation with ``optimization_barrier`` so that common-su
 not merge it with the forward pass's copy. XLA:CPU removes those barriers before it runs CSE, so the
 recomputation is merged back and the intermediate stays alive from the forward pass to its use in the backward
 pass: at the paper's sizes (B=8, float32) the 3x3 and stem im2col patches (1.9 GB) and each BatchNorm's
-centred input (2.3 GB) were all alive at the step's peak.
+centred input (2.3 GB; no longer written at all, ``batch_norm._batch_stats``) were all alive at the step's peak.
 
 Here the recomputation reads its inputs through ``after(x, cotangent)``: the same values, but data-dependent on
 the cotangent, so XLA can neither merge them with the forward pass's (different expression) nor schedule them

@@ -108,7 +108,6 @@ class ConvBN(nn.Module):
                 scale_init=scale_init,
                 relu=self.relu,
                 dtype=self.dtype,
-                low_memory=self.low_memory,
                 name="bn",
             )(x)
         x = nn.BatchNorm(
@@ -193,9 +192,8 @@ class SlowOnly(nn.Module):
         ``"flax"`` (default, ``nn.BatchNorm``), ``"fused"`` (a hand-written backward pass, faster on CPU) or
         ``"auto"`` (fused on CPU, flax elsewhere). Same variables and, up to float rounding, results.
       low_memory: rebuild in the backward pass what XLA would keep from the forward pass (``remat``): the stem's
-        max filter's masks and, with the CPU forms (``gemm`` convolutions, ``fused`` BatchNorm), the zero-padded
-        inputs, im2col patches and each BatchNorm's centred input. Less peak memory for a slower step (README
-        "Benchmarks"); same results.
+        max filter's masks and, with the ``gemm`` convolutions, the zero-padded inputs and im2col patches. Less
+        peak memory for a slower step (README "Benchmarks"); same results.
     """
 
     in_channels: int = 17
