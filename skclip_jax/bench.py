@@ -344,8 +344,8 @@ def main(argv):
         "conv_impl": conv_impl.resolve(config.model.slowonly.get("conv_impl", "xla")),
         "batch_norm_impl": batch_norm.resolve(config.model.slowonly.get("batch_norm_impl", "flax")),
         "low_memory": bool(config.model.slowonly.get("low_memory", False)),
-        # set by host_memory's re-execution (README "Benchmarks")
-        "host_allocator": host_memory.current_allocator(),
+        # set by host_memory's re-execution: huge pages for malloc's large buffers (README "Benchmarks")
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
     }
     if _TRAIN_STEP.value:
         state = _time_train_step(result, steps, state, batches, class_tokens, key, batch)
@@ -414,5 +414,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    host_memory.reexec_with_fast_allocator()  # first: the allocator is chosen at start-up
+    host_memory.reexec_with_huge_pages()  # first: glibc reads it at start-up
     app.run(main)
