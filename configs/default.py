@@ -71,10 +71,11 @@ def get_config() -> ml_collections.ConfigDict:
     # How the BatchNorms (+ ReLU) are computed: auto (a hand-written backward pass on CPU, nn.BatchNorm on GPU/TPU)
     # | flax | fused. Same variables and, up to float rounding, results (skclip_jax/models/batch_norm.py).
     config.model.slowonly.batch_norm_impl = "auto"
-    # Rebuild in the backward pass what XLA:CPU keeps from the forward pass (padded inputs, im2col patches,
-    # the stem max filter's masks; skclip_jax/models/remat.py). Paper sizes, B=8 on the 2-core CPU: peak RSS
-    # 9.9 -> 7.9 GB (the PyTorch original: 8.7 GB), step ~10 % slower (README "Benchmarks"). Off: the step's
-    # speed comes first; on: a batch that does not fit otherwise.
+    # Rebuild in the backward pass what XLA:CPU keeps from the forward pass: every block's padded inputs and
+    # im2col patches (the stem's are rebuilt anyway, SlowOnly.rebuild_stem; skclip_jax/models/remat.py). Paper
+    # sizes, B=8 on the 2-core CPU: XLA temp 5860 -> 4687 MB (peak RSS by default 8.5 GB, the PyTorch
+    # original's 8.7 GB), step up to ~8 % slower (README "Benchmarks"). Off: the step's speed comes first; on: a
+    # batch that does not fit otherwise.
     config.model.slowonly.low_memory = False
     config.model.text = ml_collections.ConfigDict()
     # A local Hugging Face BERT directory (config.json, model.safetensors or flax_model.msgpack, vocab.txt).
