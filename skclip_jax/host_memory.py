@@ -90,8 +90,8 @@ def reexec_with_huge_pages() -> None:
 def release_free_heap() -> bool:
     """Returns the free pages of glibc's heaps to the kernel (``malloc_trim(0)``); True if any went back.
 
-    Milliseconds, and safe while other threads allocate; meant for once after a step is compiled, whose freed
-    working memory would otherwise stay resident (module docstring). A no-op returning False without glibc.
+    One pass over the free lists, safe while other threads allocate; meant for once after a step is compiled,
+    whose freed working memory would otherwise stay resident (module docstring). False without glibc.
     """
     if glibc_version() is None:
         return False
