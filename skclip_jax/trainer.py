@@ -211,7 +211,7 @@ def run_evaluation(exp: Experiment, state: train.TrainState) -> tuple[dict[str, 
         metrics.update(evaluators.zero_shot_metrics(view_logits, labels, exp.unseen))
         metrics.update(_calibrated_metrics(exp, state, class_feats, view_logits, labels))
     confusion = evaluators.confusion_matrix(probs.argmax(-1), labels, exp.info.num_classes)
-    host_memory.release_free_heap()  # the eval step's compilation, the first time
+    host_memory.release_free_heap()  # after each evaluation: the first one compiled the eval step
     return {k: float(v) for k, v in metrics.items()}, confusion
 
 
