@@ -238,7 +238,10 @@ def _time_train_step(result, steps, state, batches, class_tokens, key, batch):
     train_first_s = time.perf_counter() - t0
     logging.info("first train step ran in %.2f s", train_first_s)
     t0, c0 = time.perf_counter(), _cpu_seconds()
+    await_each_step = host_memory.one_step_at_a_time(jax.default_backend())  # as the trainer does
     for i in range(_STEPS.value):
+        if await_each_step:
+            jax.block_until_ready(state)
         state, metrics = train_exec(state, batches[i % 2], class_tokens, key)
     jax.block_until_ready((state, metrics))
     train_s = time.perf_counter() - t0
@@ -344,8 +347,8 @@ def main(argv):
         "conv_impl": conv_impl.resolve(config.model.slowonly.get("conv_impl", "xla")),
         "batch_norm_impl": batch_norm.resolve(config.model.slowonly.get("batch_norm_impl", "flax")),
         "low_memory": bool(config.model.slowonly.get("low_memory", False)),
-        # set by host_memory's re-execution: huge pages for malloc's large buffers (README "Benchmarks")
-        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        # set by host_memory's re-execution (README "Benchmarks")
+        "host_allocator": host_memory.current_allocator(),
     }
     if _TRAIN_STEP.value:
         state = _time_train_step(result, steps, state, batches, class_tokens, key, batch)
@@ -354,6 +357,7 @@ def main(argv):
         eval_batch_arrays = sharding.make_global_batch(
             mesh, random_batch(rng, eval_batch, views, config, config.data.test_size)
         )
+        host_memory.release_free_heap()  # the train step's kept temp, as the trainer's evaluation does
         class_feats = steps.encode_classes(state, class_tokens)
         logging.info("compiling the eval step (batch %d x %d views)", eval_batch, views)
         t0 = time.perf_counter()
@@ -366,6 +370,8 @@ def main(argv):
         t0, c0 = time.perf_counter(), _cpu_seconds()
         for _ in range(_STEPS.value):
             out = eval_exec(state, eval_batch_arrays, class_feats)
+            if host_memory.one_step_at_a_time(jax.default_backend()):
+                jax.block_until_ready(out)  # the trainer's evaluation fetches each batch's output
         jax.block_until_ready(out)
         eval_s = time.perf_counter() - t0
         eval_cpu_s = _cpu_seconds() - c0
@@ -414,5 +420,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    host_memory.reexec_with_huge_pages()  # first: glibc reads it at start-up
+    host_memory.reexec_with_fast_allocator()  # first: the allocator is chosen at start-up
     app.run(main)

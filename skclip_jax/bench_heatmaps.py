@@ -129,5 +129,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    host_memory.reexec_with_huge_pages()  # first: glibc reads it at start-up
+    host_memory.reexec_with_fast_allocator()  # first: the allocator is chosen at start-up
     main()

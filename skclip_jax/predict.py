@@ -636,6 +636,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    host_memory.reexec_with_huge_pages()  # first: glibc reads it at start-up
+    host_memory.reexec_with_fast_allocator()  # first: the allocator is chosen at start-up
     define_flags()
     app.run(main)

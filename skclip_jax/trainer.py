@@ -204,6 +204,10 @@ def run_evaluation(exp: Experiment, state: train.TrainState) -> tuple[dict[str, 
     Zero-shot runs add ZSL / GZSL figures and, with a calibration split, calibrated GZSL (its seen-class
     clips choose the offset; README "Zero-shot").
     """
+    # The last train step's temp, which jemalloc keeps for the next step, goes back first: else the eval
+    # step's compilation and buffers would sit on top of it (host_memory.py).
+    jax.block_until_ready(state)
+    host_memory.release_free_heap()
     class_feats = exp.steps.encode_classes(state, exp.class_tokens)
     probs, labels, view_logits = _predict_split(exp, state, class_feats)
     metrics = evaluators.classification_metrics(probs, labels)
@@ -338,10 +342,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     throughput = _Throughput(config.batch_size)
     estimated = False
     bar = tqdm(total=exp.total_steps, initial=start_step, disable=not is_main, unit="step")
+    await_each_step = host_memory.one_step_at_a_time(jax.default_backend())
     try:
         with _Preemption() as preemption:
             for step in range(start_step, exp.total_steps):
                 batch = next(batches)
+                if await_each_step:  # one step's temp buffer at a time (host_memory.one_step_at_a_time)
+                    jax.block_until_ready(state)
                 state, metrics = exp.steps.train(state, batch, train_tokens, base_rng)
                 if step == start_step:
                     host_memory.release_free_heap()  # the compilation's freed working memory

@@ -18,11 +18,9 @@ os.environ.setdefault(
     os.path.join(tempfile.gettempdir(), f"skclip_jax_test_xla_cache_{os.getuid()}"),
 )
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Huge pages for malloc's large buffers in the processes this one starts (pytest-xdist's workers, the CLI
-# tests' subprocesses), as the entry points give themselves (skclip_jax/host_memory.py).
-_TUNABLES = host_memory.this_process_tunables()
-if _TUNABLES:
-    os.environ["GLIBC_TUNABLES"] = _TUNABLES
+# The entry points' allocator (jemalloc keeping freed pages, or glibc with huge pages) for the processes this
+# one starts (pytest-xdist's workers, the CLI tests' subprocesses); skclip_jax/host_memory.py.
+os.environ.update(host_memory.this_process_allocator_env() or {})
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
