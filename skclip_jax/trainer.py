@@ -347,7 +347,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         with _Preemption() as preemption:
             for step in range(start_step, exp.total_steps):
                 batch = next(batches)
-                if await_each_step:  # one step's temp buffer at a time (host_memory.one_step_at_a_time)
+                if await_each_step:  # one step's temp at a time (host_memory.one_step_at_a_time)
                     jax.block_until_ready(state)
                 state, metrics = exp.steps.train(state, batch, train_tokens, base_rng)
                 if step == start_step:
