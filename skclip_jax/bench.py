@@ -246,9 +246,10 @@ def _time_train_step(result, steps, state, batches, class_tokens, key, batch):
     jax.block_until_ready((state, metrics))
     train_s = time.perf_counter() - t0
     train_cpu_s = _cpu_seconds() - c0
-    logging.info("%d timed train steps ran in %.2f s", _STEPS.value, train_s)
-
     peak, peak_kind = peak_memory_bytes(jax.devices()[0])
+    # The train step's kept temp goes back before anything else runs, as before the trainer's evaluations.
+    host_memory.release_free_heap()
+    logging.info("%d timed train steps ran in %.2f s", _STEPS.value, train_s)
     result.update(
         train_clips_per_sec=round(batch * _STEPS.value / train_s, 2),
         train_compile_s=round(train_compile_s, 2),
@@ -357,7 +358,6 @@ def main(argv):
         eval_batch_arrays = sharding.make_global_batch(
             mesh, random_batch(rng, eval_batch, views, config, config.data.test_size)
         )
-        host_memory.release_free_heap()  # the train step's kept temp, as the trainer's evaluation does
         class_feats = steps.encode_classes(state, class_tokens)
         logging.info("compiling the eval step (batch %d x %d views)", eval_batch, views)
         t0 = time.perf_counter()
