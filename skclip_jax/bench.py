@@ -66,6 +66,16 @@ _TRACE_DIR = flags.DEFINE_string(
     "Write a jax.profiler trace of two train steps (after the timed ones) here; summarise it with "
     "`python -m skclip_jax.trace_summary DIR`.",
 )
+_ALTERNATE = flags.DEFINE_multi_string(
+    "alternate",
+    [],
+    "KEY=VALUE config fields of a variant B (repeatable, e.g. model.slowonly.low_memory=True): after the timed "
+    "steps, both train steps are compiled in this process and their steps alternated, A B B A ... "
+    "(skclip_jax/bench_alternate.py); prints each one's median step time.",
+)
+_ALTERNATE_ROUNDS = flags.DEFINE_integer(
+    "alternate_rounds", 4, "With --alternate, timed steps per variant."
+)
 _PEER = flags.DEFINE_string("peer", None, "The PyTorch peer's result JSON, printed side by side.")
 _PEER_ALLOCATOR = flags.DEFINE_string(
     "peer_allocator", "jemalloc", "Which of the peer's allocator rows to compare with."
@@ -285,6 +295,45 @@ def _time_train_step(result, steps, state, batches, class_tokens, key, batch):
     return state
 
 
+def _time_alternating(
+    result, config, steps, text_setup, mesh, shardings, state, batches, class_tokens, key
+):
+    """Variant B (``--alternate``) compiled beside the run's train step; their steps alternated into ``result``."""
+    import jax
+
+    from skclip_jax import bench_alternate, train
+    from skclip_jax.models import text
+
+    overrides = _ALTERNATE.value
+    variant = bench_alternate.with_overrides(config, overrides)  # checked at start-up
+    bert_dir, vocab, enc_id = text_setup
+    model_b = train.build_model(variant, text.bert_config(bert_dir, vocab, 0.1), enc_id)
+    schedule = train.learning_rate_schedule(variant.optim.lr, 1000, 10, 0.1)
+    steps_b = train.compile_steps(
+        model_b, train.StepOptions.from_config(variant), schedule, mesh, shardings
+    )
+    executables = {}
+    for name, s in (("A", steps), ("B", steps_b)):
+        logging.info("compiling variant %s of the train step", name)
+        try:
+            compiled = s.train.lower(state, batches[0], class_tokens, key).compile()
+        except Exception as e:  # a variant with other parameters cannot take this state
+            sys.exit(
+                f"error: --alternate {' '.join(overrides)}: variant B does not fit the run's train state "
+                f"(only fields that keep the parameters can be alternated): {type(e).__name__}: {e}"
+            )
+        executables[name] = lambda st, b, c=compiled: c(st, b, class_tokens, key)
+    host_memory.release_free_heap()
+    # One untimed step each: their first runs fault in memory that the timed ones reuse.
+    state, times = bench_alternate.alternate(executables, state, batches, 1, jax.block_until_ready)
+    state, times = bench_alternate.alternate(
+        executables, state, batches, _ALTERNATE_ROUNDS.value, jax.block_until_ready
+    )
+    result["alternate"] = dict(bench_alternate.summary(times), b_overrides=list(overrides))
+    logging.info("alternating A / B (%s): %s", " ".join(overrides), result["alternate"])
+    return state
+
+
 def main(argv):
     del argv
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -292,10 +341,15 @@ def main(argv):
     import jax.numpy as jnp
     import numpy as np
 
-    from skclip_jax import class_texts, sharding, train
+    from skclip_jax import bench_alternate, class_texts, sharding, train
     from skclip_jax.models import batch_norm, conv_impl, text
 
     config = _CONFIG.value
+    if _ALTERNATE.value:  # a bad field fails now, not after the first compile
+        try:
+            bench_alternate.with_overrides(config, _ALTERNATE.value)
+        except ValueError as e:
+            sys.exit(f"error: {e}")
     batch = _BATCH.value or config.batch_size
     eval_batch = _EVAL_BATCH.value or config.eval_batch_size
     mesh = sharding.make_mesh(config.mesh_shape)
@@ -353,6 +407,19 @@ def main(argv):
     }
     if _TRAIN_STEP.value:
         state = _time_train_step(result, steps, state, batches, class_tokens, key, batch)
+    if _ALTERNATE.value:
+        state = _time_alternating(
+            result,
+            config,
+            steps,
+            (bert_dir, len(tokenizer), enc_id),
+            mesh,
+            shardings,
+            state,
+            batches,
+            class_tokens,
+            key,
+        )
     if _EVAL.value:
         views = config.data.num_test_clips
         eval_batch_arrays = sharding.make_global_batch(

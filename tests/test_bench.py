@@ -7,8 +7,9 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import pytest
 
-from skclip_jax import bench_profile, trace_summary
+from skclip_jax import bench_alternate, bench_profile, trace_summary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config=configs/demo.py:tiny", "--batch_size=4", "--num_classes=4", "--noeval"]
@@ -65,3 +66,57 @@ def test_bench_profiles_the_parts_without_the_whole_step():
     # The backward pass of a conv net costs about twice its forward.
     fwd, both = parts["backbone fwd"]["gflop"], parts["backbone fwd+bwd"]["gflop"]
     assert 0 < fwd and 2 * fwd < both < 4 * fwd
+
+
+def test_alternation_runs_each_variant_in_abba_order():
+    assert bench_alternate.alternation_order(["A", "B"], 4) == list("ABBAABBA")
+    calls = []
+    steps = {n: (lambda st, b, n=n: (calls.append((n, b)) or st + 1, {"loss": 0.0})) for n in "AB"}
+    state, times = bench_alternate.alternate(steps, 0, ["b0", "b1"], 3, lambda x: x)
+    assert state == 6 and [n for n, _ in calls] == list("ABBAAB")
+    assert [b for _, b in calls] == ["b0", "b1"] * 3  # the batches cycle as in the timed steps
+    assert {n: len(t) for n, t in times.items()} == {"A": 3, "B": 3}
+    out = bench_alternate.summary({"A": [2.0, 1.0, 3.0], "B": [1.0, 1.0, 4.0]})
+    assert out["A"]["median_step_s"] == 2.0 and out["ratio_b_over_a"] == 0.5
+
+
+def test_alternate_overrides_are_checked_against_the_config():
+    from configs import demo
+
+    config = demo.get_config("tiny")
+    variant = bench_alternate.with_overrides(
+        config, ["model.slowonly.low_memory=True", "model.dtype=bfloat16"]
+    )
+    assert variant.model.slowonly.low_memory is True and variant.model.dtype == "bfloat16"
+    assert config.model.slowonly.low_memory is False  # the run's own config is left as it was
+    for bad in [
+        "model.slowonly.low_memory",
+        "model.no_such_field=1",
+        "model.slowonly.low_memory='x'",
+    ]:
+        with pytest.raises(ValueError, match="--alternate="):
+            bench_alternate.with_overrides(config, [bad])
+
+
+def test_bench_alternates_a_variant_in_one_process():
+    result = run_bench(
+        "--steps=1", "--alternate=model.slowonly.low_memory=True", "--alternate_rounds=2"
+    )
+    alt = result["alternate"]
+    assert alt["b_overrides"] == ["model.slowonly.low_memory=True"]
+    assert len(alt["A"]["steps_s"]) == len(alt["B"]["steps_s"]) == 2
+    assert alt["A"]["median_step_s"] > 0 and alt["ratio_b_over_a"] > 0
+
+
+def test_a_bad_alternate_field_fails_at_start_up_with_a_message():
+    out = subprocess.run(
+        [sys.executable, "-m", "skclip_jax.bench", *TINY, "--alternate=model.no_such_field=1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""},
+        timeout=300,
+    )
+    assert out.returncode == 1
+    assert "error: --alternate='model.no_such_field=1'" in out.stderr
+    assert "Traceback" not in out.stderr
