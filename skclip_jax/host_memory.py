@@ -1,6 +1,6 @@
 """The host allocator for XLA:CPU's large buffers: jemalloc that keeps freed pages, or glibc with huge pages.
 
-Why: XLA:CPU takes each step's temporary buffer (6.6 GB at the paper's sizes, B=8) from ``malloc`` and frees it
+Why: XLA:CPU takes each step's temporary buffer (5.9 GB at the paper's sizes, B=8) from ``malloc`` and frees it
 at the step's end. glibc serves every request above 32 MiB with a fresh ``mmap`` and unmaps it at ``free``, so
 each step faults its gigabytes in again and the kernel zeroes every page: with 4 KiB pages an elementwise pass
 over a 154 MB array ran 3x slower; with transparent huge pages (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``) the
