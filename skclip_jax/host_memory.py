@@ -7,7 +7,7 @@ over a 154 MB array ran 3x slower; with transparent huge pages (``GLIBC_TUNABLES
 faults are 512x fewer but the zeroing stays, ~2 s of system time in every 9 s step on the 2-core machine
 (``perf stat``: ~4,000 faults a step). jemalloc configured never to return freed pages to the kernel
 (``MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1``, what the PyTorch peer runs with) reuses them: 0.03 s of
-system time a step, and the B=8 step 11 % faster (7.8 s against 8.75 s, one process alternating; README
+system time a step, and the B=8 step 11 % faster (7.8 s against 8.8 s, each step awaited; README
 "Benchmarks"). It needs one step at a time (``one_step_at_a_time``): a step dispatched while another runs gets
 a temp of its own, and jemalloc would keep both.
 
