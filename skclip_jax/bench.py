@@ -231,7 +231,8 @@ def peak_memory_bytes(device) -> tuple[int | None, str]:
 
 def _time_train_step(result, steps, state, batches, class_tokens, key, batch):
     """Compiles the train step ahead of time (so compile time, XLA's cost analysis and its memory analysis
-    come from the very executable that is timed), times it into ``result`` and returns the new state."""
+    come from the very executable that is timed), times it into ``result``; returns the new state and the
+    executable."""
     import jax
 
     logging.info("compiling the train step (batch %d, %s)", batch, result["dtype"])
@@ -292,37 +293,52 @@ def _time_train_step(result, steps, state, batches, class_tokens, key, batch):
                 state, metrics = train_exec(state, batches[i % 2], class_tokens, key)
             jax.block_until_ready((state, metrics))
         logging.info("trace written")
-    return state
+    return state, train_exec
 
 
 def _time_alternating(
-    result, config, steps, text_setup, mesh, shardings, state, batches, class_tokens, key
+    result,
+    variant,
+    steps,
+    train_exec,
+    text_setup,
+    mesh,
+    shardings,
+    state,
+    batches,
+    class_tokens,
+    key,
 ):
-    """Variant B (``--alternate``) compiled beside the run's train step; their steps alternated into ``result``."""
+    """Variant B (``--alternate``; ``variant`` is its config) compiled beside the run's train step (``train_exec``
+    when ``_time_train_step`` compiled it, else compiled here); their steps alternated into ``result``."""
     import jax
 
     from skclip_jax import bench_alternate, train
     from skclip_jax.models import text
 
     overrides = _ALTERNATE.value
-    variant = bench_alternate.with_overrides(config, overrides)  # checked at start-up
     bert_dir, vocab, enc_id = text_setup
     model_b = train.build_model(variant, text.bert_config(bert_dir, vocab, 0.1), enc_id)
     schedule = train.learning_rate_schedule(variant.optim.lr, 1000, 10, 0.1)
     steps_b = train.compile_steps(
         model_b, train.StepOptions.from_config(variant), schedule, mesh, shardings
     )
-    executables = {}
-    for name, s in (("A", steps), ("B", steps_b)):
+
+    def compile_train(name, s):
         logging.info("compiling variant %s of the train step", name)
         try:
-            compiled = s.train.lower(state, batches[0], class_tokens, key).compile()
+            return s.train.lower(state, batches[0], class_tokens, key).compile()
         except Exception as e:  # a variant with other parameters cannot take this state
             sys.exit(
                 f"error: --alternate {' '.join(overrides)}: variant B does not fit the run's train state "
                 f"(only fields that keep the parameters can be alternated): {type(e).__name__}: {e}"
             )
-        executables[name] = lambda st, b, c=compiled: c(st, b, class_tokens, key)
+
+    compiled = {
+        "A": train_exec if train_exec is not None else compile_train("A", steps),
+        "B": compile_train("B", steps_b),
+    }
+    executables = {n: (lambda st, b, c=c: c(st, b, class_tokens, key)) for n, c in compiled.items()}
     host_memory.release_free_heap()
     # One untimed step each: their first runs fault in memory that the timed ones reuse.
     state, times = bench_alternate.alternate(executables, state, batches, 1, jax.block_until_ready)
@@ -345,9 +361,10 @@ def main(argv):
     from skclip_jax.models import batch_norm, conv_impl, text
 
     config = _CONFIG.value
+    variant = None
     if _ALTERNATE.value:  # a bad field fails now, not after the first compile
         try:
-            bench_alternate.with_overrides(config, _ALTERNATE.value)
+            variant = bench_alternate.with_overrides(config, _ALTERNATE.value)
         except ValueError as e:
             sys.exit(f"error: {e}")
     batch = _BATCH.value or config.batch_size
@@ -405,13 +422,17 @@ def main(argv):
         # set by host_memory's re-execution (README "Benchmarks")
         "host_allocator": host_memory.current_allocator(),
     }
+    train_exec = None
     if _TRAIN_STEP.value:
-        state = _time_train_step(result, steps, state, batches, class_tokens, key, batch)
-    if _ALTERNATE.value:
+        state, train_exec = _time_train_step(
+            result, steps, state, batches, class_tokens, key, batch
+        )
+    if variant is not None:
         state = _time_alternating(
             result,
-            config,
+            variant,
             steps,
+            train_exec,
             (bert_dir, len(tokenizer), enc_id),
             mesh,
             shardings,
@@ -435,10 +456,12 @@ def main(argv):
         logging.info("eval step compiled in %.1f s", eval_compile_s)
         jax.block_until_ready(eval_exec(state, eval_batch_arrays, class_feats))
         t0, c0 = time.perf_counter(), _cpu_seconds()
+        # The trainer's evaluation fetches each batch's output; on CPU, so does this loop.
+        await_each_step = host_memory.one_step_at_a_time(jax.default_backend())
         for _ in range(_STEPS.value):
             out = eval_exec(state, eval_batch_arrays, class_feats)
-            if host_memory.one_step_at_a_time(jax.default_backend()):
-                jax.block_until_ready(out)  # the trainer's evaluation fetches each batch's output
+            if await_each_step:
+                jax.block_until_ready(out)
         jax.block_until_ready(out)
         eval_s = time.perf_counter() - t0
         eval_cpu_s = _cpu_seconds() - c0
