@@ -105,6 +105,18 @@ def _clean_env(**extra):
     return dict(env, **extra)
 
 
+def _python_output(code: str, env: dict[str, str]) -> list[str]:
+    """The words a fresh ``python -c code`` prints under ``env`` (it must succeed)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
+
+
 def test_reexecutes_once_with_the_allocator():
     """A real re-execution where this machine has something to switch to (and none where it has not): the new
     process runs under the chosen allocator, the command runs to its end exactly once more, and it does not
@@ -114,14 +126,7 @@ def test_reexecutes_once_with_the_allocator():
         "from skclip_jax import host_memory as h; "
         "print('start', flush=True); h.reexec_with_fast_allocator(); print(h.current_allocator())"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.split()
+    out = _python_output(code, env)
     expected = host_memory.allocator_env(
         env, host_memory.glibc_version(), host_memory.thp_mode(), host_memory.find_jemalloc()
     )
@@ -169,14 +174,7 @@ def test_release_free_heap_returns_freed_pages(allocator):
         if path is None:
             pytest.skip("libjemalloc.so.2 is not installed here (apt-get install libjemalloc2)")
         env.update(LD_PRELOAD=path, MALLOC_CONF=host_memory.JEMALLOC_CONF)
-    out = subprocess.run(
-        [sys.executable, "-c", _RELEASE_CODE],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.split()
+    out = _python_output(_RELEASE_CODE, env)
     name, before, after, released = out[0], int(out[1]), int(out[2]), out[3]
     assert name == allocator
     assert released == "True"
