@@ -71,6 +71,12 @@ def get_config() -> ml_collections.ConfigDict:
     # How the BatchNorms (+ ReLU) are computed: auto (a hand-written backward pass on CPU, nn.BatchNorm on GPU/TPU)
     # | flax | fused. Same variables and, up to float rounding, results (skclip_jax/models/batch_norm.py).
     config.model.slowonly.batch_norm_impl = "auto"
+    # How the stem sees the keypoint heatmaps: auto (on CPU, each keypoint's 5x5 window convolved alone, for up to
+    # 3 persons; on GPU/TPU the rendered volume) | conv (render the [T, H, W, K] volume, convolve it) | patches.
+    # On CPU at the paper's sizes the stem's forward + backward drops from ~1.8 s to ~0.4 s of a B=8 step (README
+    # "Benchmarks"). Same parameters and, up to float rounding, results (skclip_jax/models/patch_stem.py); limb
+    # heatmaps (data.with_limb) always use conv.
+    config.model.slowonly.stem_impl = "auto"
     # Rebuild in the backward pass what XLA:CPU keeps from the forward pass: every block's padded inputs and
     # im2col patches (the stem's are rebuilt anyway, SlowOnly.rebuild_stem; skclip_jax/models/remat.py). Paper
     # sizes, B=8 on the 2-core CPU: XLA temp 5860 -> 4687 MB (peak RSS by default 8.5 GB, the PyTorch

@@ -14,6 +14,7 @@ MAPPINGS = ("linear", "residual")
 MATCH_HEADS = ("linear", "mlp")
 CONV_IMPLS = ("auto", "xla", "gemm")  # skclip_jax.models.conv_impl.CONV_IMPLS
 BATCH_NORM_IMPLS = ("auto", "flax", "fused")  # skclip_jax.models.batch_norm.BATCH_NORM_IMPLS
+STEM_IMPLS = ("auto", "conv", "patches")  # skclip_jax.models.patch_stem.STEM_IMPLS
 ACTIVATIONS = ("softmax", "sigmoid", "mean")
 TEXT_REGIMES = ("finetune", "frozen", "random")
 SSM_TARGETS = ("batch", "all_classes")
@@ -204,6 +205,25 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     )
     one_of(f"{s}.conv_impl", CONV_IMPLS)
     one_of(f"{s}.batch_norm_impl", BATCH_NORM_IMPLS)
+    # Absent from configs written before the field existed, which mean "conv".
+    if "stem_impl" in config.model.slowonly:
+        one_of(f"{s}.stem_impl", STEM_IMPLS)
+        kernel = tuple(config.model.slowonly.conv1_kernel)
+        check(
+            f"{s}.stem_impl",
+            lambda v: (
+                v != "patches"
+                or not (
+                    config.data.with_limb
+                    or len(kernel) != 3
+                    or kernel[0] != 1
+                    or kernel[1] % 2 == 0
+                    or kernel[2] % 2 == 0
+                )
+            ),
+            "'patches' needs keypoint heatmaps (data.with_limb=False) and a 1 x odd x odd conv1_kernel",
+            f"--config.{s}.stem_impl=conv",
+        )
     # Absent from configs written before the field existed, which mean False.
     if "low_memory" in config.model.slowonly:
         check(

@@ -17,8 +17,8 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from skclip_jax import class_texts, csi, heatmaps, losses, sharding, wfi
-from skclip_jax.models import skclip
+from skclip_jax import class_texts, csi, heatmap_patches, heatmaps, losses, sharding, wfi
+from skclip_jax.models import patch_stem, skclip
 
 Batch = dict[str, jax.Array]
 
@@ -43,9 +43,17 @@ class StepOptions:
     csi_negatives: str
     temperature_range: tuple[float, float]
     group_size: int
+    # Keypoints reach the stem as HeatmapPatches instead of rendered volumes (models/patch_stem.py).
+    stem_patches: bool = False
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "StepOptions":
+        stem_impl = patch_stem.resolve(
+            config.model.slowonly.get("stem_impl", "conv"),
+            with_limb=config.data.with_limb,
+            conv1_kernel=tuple(config.model.slowonly.conv1_kernel),
+            num_persons=config.data.num_persons,
+        )
         return cls(
             train_size=config.data.train_size,
             test_size=config.data.test_size,
@@ -59,6 +67,7 @@ class StepOptions:
             csi_negatives=config.model.csi_negatives,
             temperature_range=tuple(config.model.temperature_range),
             group_size=config.model.contrastive_group_size,
+            stem_patches=stem_impl == "patches",
         )
 
 
@@ -232,8 +241,15 @@ _RUN_ONCE_CPU_OPTIONS = {
 }
 
 
-def render_volume(keypoint: jax.Array, score: jax.Array, size: int, opts: StepOptions) -> jax.Array:
-    """Keypoints [..., M, T, V, 2] -> heatmap volumes [..., T, size, size, C] on the device."""
+def render_volume(
+    keypoint: jax.Array, score: jax.Array, size: int, opts: StepOptions
+) -> jax.Array | heatmap_patches.HeatmapPatches:
+    """Keypoints [..., M, T, V, 2] -> heatmap volumes [..., T, size, size, C] on the device.
+
+    With ``opts.stem_patches`` the volumes come as ``HeatmapPatches``, which the stem convolves unrendered.
+    """
+    if opts.stem_patches:
+        return heatmap_patches.keypoint_patches(keypoint, score, size, size, sigma=opts.sigma)
     return heatmaps.render_heatmaps(
         keypoint, score, size, size, sigma=opts.sigma, with_limb=opts.with_limb
     )
@@ -442,7 +458,12 @@ def test_view_frames(
 ) -> jax.Array:
     """Joint-space frames [F * V, T', E] of V test views [V, M, T, K, 2] (F = 2 with test_flip, flipped last)."""
     volume = render_volume(keypoint, score, opts.test_size, opts)
-    if opts.test_flip:
+    if opts.test_flip and isinstance(volume, heatmap_patches.HeatmapPatches):
+        flipped = heatmap_patches.flip_patches(
+            volume, heatmaps.COCO_LEFT_KP, heatmaps.COCO_RIGHT_KP
+        )
+        volume = heatmap_patches.concatenate([volume, flipped])
+    elif opts.test_flip:
         flipped = heatmaps.flip_heatmaps(volume, heatmaps.COCO_LEFT_KP, heatmaps.COCO_RIGHT_KP)
         volume = jnp.concatenate([volume, flipped])
     frames, _ = model.apply(

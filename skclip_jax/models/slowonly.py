@@ -24,9 +24,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from skclip_jax.heatmap_patches import HeatmapPatches
 from skclip_jax.models import batch_norm as batch_norms
 from skclip_jax.models import conv_impl as conv_impls
-from skclip_jax.models import remat
+from skclip_jax.models import patch_stem, remat
 
 Dtype = Any
 
@@ -87,8 +88,20 @@ class ConvBN(nn.Module):
     low_memory: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = nn.Conv(
+    def __call__(self, x: jax.Array | HeatmapPatches, train: bool) -> jax.Array:
+        if isinstance(x, HeatmapPatches):
+            if set(self.strides) != {1}:
+                raise ValueError(f"ConvBN: heatmap patches need stride 1, got {self.strides}")
+            # Same parameter as the nn.Conv below (name, shape, init): checkpoints do not depend on the input form.
+            x = patch_stem.PatchConv(
+                self.features, self.kernel, kernel_init=_conv_init, dtype=self.dtype, name="conv"
+            )(x)
+        else:
+            x = self._dense_conv(x)
+        return self._batch_norm(x, train)
+
+    def _dense_conv(self, x: jax.Array) -> jax.Array:
+        return nn.Conv(
             self.features,
             self.kernel,
             strides=self.strides,
@@ -99,6 +112,8 @@ class ConvBN(nn.Module):
             conv_general_dilated=conv_impls.conv_fn(self.conv_impl, self.low_memory),
             name="conv",
         )(x)
+
+    def _batch_norm(self, x: jax.Array, train: bool) -> jax.Array:
         scale_init = nn.initializers.zeros if self.zero_scale else nn.initializers.ones
         if batch_norms.resolve(self.batch_norm_impl) == "fused":
             return batch_norms.BatchNorm(
@@ -220,11 +235,12 @@ class SlowOnly(nn.Module):
         return EXPANSION * self.base_channels * 2 ** (len(self.stage_blocks) - 1)
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array | HeatmapPatches, train: bool) -> jax.Array:
         """Encodes a batch of heatmap volumes.
 
         Args:
-          x: ``[B, T, H, W, K]`` heatmaps with ``K == in_channels``.
+          x: ``[B, T, H, W, K]`` heatmaps with ``K == in_channels``, or the same volumes as ``HeatmapPatches``
+            (``heatmap_patches.py``), which the stem convolves without rendering them.
           train: use batch statistics and update ``batch_stats`` (pass ``mutable=["batch_stats"]``).
 
         Returns:
@@ -238,7 +254,7 @@ class SlowOnly(nn.Module):
                 f"one entry per stage, got {self.stage_blocks}, {self.inflate}, "
                 f"{self.spatial_strides}, {self.temporal_strides}"
             )
-        if x.ndim != 5 or x.shape[-1] != self.in_channels:
+        if len(x.shape) != 5 or x.shape[-1] != self.in_channels:
             raise ValueError(
                 f"SlowOnly expects [B, T, H, W, {self.in_channels}] heatmaps, got shape {x.shape}"
             )
