@@ -59,8 +59,11 @@ class HeatmapPatches:
 
 
 def window_size(sigma: float) -> int:
-    """Side of the largest truncated 3-sigma window: ``trunc(mu + 3s) - trunc(mu - 3s) + 1 <= floor(6s) + 2``."""
-    return math.floor(6 * sigma) + 2
+    """Side of the largest truncated 3-sigma window: ``trunc(mu + 3s) - trunc(mu - 3s) + 1 <= floor(6s) + 2``.
+
+    The margin covers float32 rounding of ``mu +- 3s`` where 6s is just below a whole number.
+    """
+    return math.floor(6 * sigma + 1e-3) + 2
 
 
 def _window_start(mu: jax.Array, size: int, sigma: float) -> jax.Array:
@@ -170,39 +173,40 @@ def concatenate(parts: Sequence[HeatmapPatches]) -> HeatmapPatches:
 def scatter_blocks(
     blocks: jax.Array, origin: jax.Array, height: int, width: int, offset: tuple[int, int]
 ) -> jax.Array:
-    """Sums blocks ``[K, ..., P, by, bx, C]`` placed at ``origin + offset`` into ``[..., height, width, C]``.
+    """Sums blocks ``[K, ..., P, by, bx, C]`` placed at ``origin - offset`` into ``[..., height, width, C]``.
 
-    The block at ``origin`` (``[..., P, K, 2]``) covers rows ``origin[0] + i - offset[0]`` of the output, for
-    ``i < by``; rows outside the output are dropped. The leading ``...`` axes are scatter batching dimensions,
-    so a batch sharded over devices stays sharded.
+    Pixel ``(i, j)`` of the block of ``origin`` (``[..., P, K, 2]``) adds its ``C`` values to output pixel
+    ``origin - offset + (i, j)``; pixels outside the frame are dropped (one scatter index per pixel, whose
+    out-of-bounds updates XLA skips). A padded canvas cropped afterwards would be simpler, but XLA fuses the
+    crop into the stem's BatchNorm and then keeps the whole canvas alive until the backward pass (+230 MB at
+    the paper's sizes, B=8). The leading ``...`` axes are scatter batching dimensions, so a batch sharded
+    over devices stays sharded.
     """
     lead = blocks.shape[1:-4]
-    by, bx, channels = blocks.shape[-3:]
-    # Canvas large enough for any block whose origin lies in [-(span - 1), size - 1]: a frame of margins.
-    margin_y, margin_x = by, bx
-    canvas = jnp.zeros((*lead, height + 2 * margin_y, width + 2 * margin_x, channels), blocks.dtype)
-    # [..., P, K, 2] -> [K, ..., P, 2], the blocks' order.
-    index = jnp.moveaxis(origin, -2, 0) + jnp.asarray(
-        [margin_y - offset[0], margin_x - offset[1]], jnp.int32
-    )
+    by, bx = blocks.shape[-3:-1]
+    # [..., P, K, 2] -> [K, ..., P, 2], the blocks' order, then one (row, column) per block pixel.
+    corner = jnp.moveaxis(origin, -2, 0) - jnp.asarray(offset, jnp.int32)
+    rows = corner[..., 0, None, None] + jnp.arange(by, dtype=jnp.int32)[:, None]
+    cols = corner[..., 1, None, None] + jnp.arange(bx, dtype=jnp.int32)[None, :]
+    index = jnp.stack(jnp.broadcast_arrays(rows, cols), axis=-1)  # [K, ..., P, by, bx, 2]
     nb = len(lead)
     numbers = lax.ScatterDimensionNumbers(
-        update_window_dims=(nb + 2, nb + 3, nb + 4),
-        inserted_window_dims=(),
+        update_window_dims=(blocks.ndim - 1,),
+        inserted_window_dims=(nb, nb + 1),
         scatter_dims_to_operand_dims=(nb, nb + 1),
         operand_batching_dims=tuple(range(nb)),
         scatter_indices_batching_dims=tuple(range(1, nb + 1)),
     )
-    canvas = lax.scatter_add(
-        canvas,
+    out = jnp.zeros((*lead, height, width, blocks.shape[-1]), blocks.dtype)
+    return lax.scatter_add(
+        out,
         index,
         blocks,
         numbers,
         indices_are_sorted=False,
         unique_indices=False,
-        mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS,
+        mode=lax.GatherScatterMode.FILL_OR_DROP,
     )
-    return canvas[..., margin_y : margin_y + height, margin_x : margin_x + width, :]
 
 
 def render_patches(patches: HeatmapPatches) -> jax.Array:

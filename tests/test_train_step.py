@@ -292,3 +292,44 @@ def test_host_init_equals_device_init_and_keeps_the_shardings(tokens_and_bert):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         sharded += not b.sharding.is_fully_replicated
     assert sharded > 0  # the placement really split some leaves over the mesh
+
+
+def test_patch_stem_trains_and_evaluates_as_the_rendered_volume(tokens_and_bert):
+    """model.slowonly.stem_impl: patches (the CPU default) and conv give the same steps and test predictions."""
+    batches = []
+    for seed in range(2):
+        batch = make_batch(seed)
+        # A second person close to the first: their windows overlap, the case the patches' max is exact for.
+        batch["keypoint"][:, 1] = batch["keypoint"][:, 0] + np.float32(1.3)
+        batch["keypoint_score"][:, 1] = 0.7
+        batches.append(batch)
+    mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
+    results = {}
+    for impl in ("conv", "patches"):
+        config = tiny_config()
+        config.model.slowonly.stem_impl = impl
+        config.data.test_flip = True
+        assert train.StepOptions.from_config(config).stem_patches == (impl == "patches")
+        state, losses, steps = run_steps(config, tokens_and_bert, mesh, 4, batches)
+        tokens = tokens_and_bert[0]
+        class_tokens = {k: jnp.asarray(v) for k, v in tokens.items()}
+        views = {
+            "keypoint": np.stack([batches[0]["keypoint"]] * 2, axis=1),
+            "keypoint_score": np.stack([batches[0]["keypoint_score"]] * 2, axis=1),
+            "label": batches[0]["label"],
+            "mask": np.ones(BATCH, bool),
+        }
+        class_feats = steps.encode_classes(state, class_tokens)
+        probs = steps.eval(state, sharding.make_global_batch(mesh, views), class_feats)["probs"]
+        results[impl] = losses, jax.device_get(state.params), np.asarray(probs)
+    (loss_c, params_c, probs_c), (loss_p, params_p, probs_p) = results["conv"], results["patches"]
+    np.testing.assert_allclose(loss_p, loss_c, rtol=1e-4, atol=1e-5)
+    stem_c = params_c["video_encoder"]["conv1"]["conv"]["kernel"]
+    stem_p = params_p["video_encoder"]["conv1"]["conv"]["kernel"]
+    init = build(tiny_config(), tokens_and_bert, mesh)[0].params
+    stem_0 = np.asarray(init["video_encoder"]["conv1"]["conv"]["kernel"])
+    assert (
+        np.abs(stem_c - stem_0).max() > 1e-3
+    )  # the stem trained, so its gradients were compared too
+    np.testing.assert_allclose(stem_p, stem_c, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(probs_p, probs_c, rtol=1e-4, atol=1e-5)
