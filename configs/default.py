@@ -71,8 +71,9 @@ def get_config() -> ml_collections.ConfigDict:
     # How the BatchNorms (+ ReLU) are computed: auto (a hand-written backward pass on CPU, nn.BatchNorm on GPU/TPU)
     # | flax | fused. Same variables and, up to float rounding, results (skclip_jax/models/batch_norm.py).
     config.model.slowonly.batch_norm_impl = "auto"
-    # How the stem sees the keypoint heatmaps: auto (on CPU, each keypoint's 5x5 window convolved alone, for up to
-    # 3 persons; on GPU/TPU the rendered volume) | conv (render the [T, H, W, K] volume, convolve it) | patches.
+    # How the stem sees the keypoint heatmaps: auto (on CPU, each keypoint's window convolved alone where that is
+    # estimated cheaper: 56x56 frames at sigma 0.6, not the demo's sigma 2.0; on GPU/TPU the rendered volume) |
+    # conv (render the [T, H, W, K] volume, convolve it) | patches.
     # On CPU at the paper's sizes the stem's forward + backward drops from ~1.8 s to ~0.4 s of a B=8 step (README
     # "Benchmarks"). Same parameters and, up to float rounding, results (skclip_jax/models/patch_stem.py); limb
     # heatmaps (data.with_limb) always use conv.

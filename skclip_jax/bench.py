@@ -396,9 +396,8 @@ def main(argv):
     jax.block_until_ready(state)
     init_s = time.perf_counter() - t0
     logging.info("train state ready in %.1f s", init_s)
-    steps = train.compile_steps(
-        model, train.StepOptions.from_config(config), schedule, mesh, shardings
-    )
+    opts = train.StepOptions.from_config(config)
+    steps = train.compile_steps(model, opts, schedule, mesh, shardings)
     rng = np.random.default_rng(0)
     key = jax.random.key(0)
     batches = [
@@ -419,6 +418,7 @@ def main(argv):
         "conv_impl": conv_impl.resolve(config.model.slowonly.get("conv_impl", "xla")),
         "batch_norm_impl": batch_norm.resolve(config.model.slowonly.get("batch_norm_impl", "flax")),
         "low_memory": bool(config.model.slowonly.get("low_memory", False)),
+        "stem_impl": "patches" if opts.stem_patches else "conv",
         # set by host_memory's re-execution (README "Benchmarks")
         "host_allocator": host_memory.current_allocator(),
     }

@@ -4,7 +4,8 @@ Used by ``python -m skclip_jax.bench --profile``. Each part is jitted on its own
 timed (median of ``reps`` runs after a compile run); FLOPs and bytes come from the compiled executable's
 ``cost_analysis()``. Parts:
 
-  * ``render``: keypoints -> heatmap volumes (forward only: the volume needs no gradient);
+  * ``render``: keypoints -> heatmap volumes, or the patches the patch stem convolves instead
+    (``model.slowonly.stem_impl``; forward only: the stem's input needs no gradient);
   * ``backbone``: SlowOnly forward in train mode, and forward + backward (parameter gradients);
   * ``conv <shape>`` / ``bn <shape>``: every distinct convolution and BatchNorm of the backbone alone, forward
     and forward + backward, with how often the network uses it, so their sum can be set against the whole
@@ -29,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from skclip_jax import train
-from skclip_jax.models import batch_norm, skclip
+from skclip_jax.heatmap_patches import HeatmapPatches
+from skclip_jax.models import batch_norm, patch_stem, skclip
 
 # nn.BatchNorm (model.slowonly.batch_norm_impl=flax) or the fused BatchNorm + ReLU (fused)
 _BATCH_NORMS = (nn.BatchNorm, batch_norm.BatchNorm)
@@ -75,7 +77,8 @@ def backbone_layers(model: skclip.SkeletonCLIP, variables, volume) -> list[dict[
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
-        if context.method_name == "__call__" and isinstance(module, (nn.Conv, *_BATCH_NORMS)):
+        convs = (nn.Conv, patch_stem.PatchConv)
+        if context.method_name == "__call__" and isinstance(module, (*convs, *_BATCH_NORMS)):
             calls.append({"module": module.clone(parent=None), "shape": tuple(args[0].shape)})
         return next_fun(*args, **kwargs)
 
@@ -94,20 +97,27 @@ def _layer_key(call) -> tuple:
     m = call["module"]
     if isinstance(m, nn.Conv):
         return ("conv", call["shape"], m.features, tuple(m.kernel_size), tuple(m.strides))
+    if isinstance(m, patch_stem.PatchConv):
+        return ("conv", call["shape"], m.features, tuple(m.kernel_size), (1, 1, 1), "patches")
     return ("bn", call["shape"], getattr(m, "relu", False))
 
 
 def _layer_name(key) -> str:
     shape = "x".join(map(str, key[1]))
     if key[0] == "conv":
-        _, _, features, kernel, strides = key
+        _, _, features, kernel, strides, *patches = key
         stride = "" if set(strides) == {1} else " s" + "x".join(map(str, strides))
-        return f"conv {'x'.join(map(str, kernel))}{stride} -> {features} on [{shape}]"
+        kind = "patch conv" if patches else "conv"
+        return f"{kind} {'x'.join(map(str, kernel))}{stride} -> {features} on [{shape}]"
     return f"bn{'+relu' if key[2] else ''} [{shape}]"
 
 
-def profile_layers(calls, reps: int, log) -> list[dict[str, Any]]:
-    """Times each distinct conv / BN alone, forward and forward + backward (grads w.r.t. params and input)."""
+def profile_layers(calls, reps: int, log, stem_input=None) -> list[dict[str, Any]]:
+    """Times each distinct conv / BN alone, forward and forward + backward (grads w.r.t. params and input).
+
+    Inputs are random, except for a patch stem's, which is ``stem_input`` (the batch's ``HeatmapPatches``:
+    their count and placement are what it costs).
+    """
     groups: dict[tuple, list] = {}
     for index, call in enumerate(calls):
         groups.setdefault(_layer_key(call), []).append(index)
@@ -116,7 +126,10 @@ def profile_layers(calls, reps: int, log) -> list[dict[str, Any]]:
     for key, indices in groups.items():
         call = calls[indices[0]]
         module = call["module"]
-        x = jnp.asarray(rng.standard_normal(call["shape"], np.float32))
+        if isinstance(module, patch_stem.PatchConv):
+            x = stem_input
+        else:
+            x = jnp.asarray(rng.standard_normal(call["shape"], np.float32))
         # The stem's input is the rendered volume, which needs no gradient.
         wrt_input = indices[0] != 0
         variables = module.init(jax.random.key(0), x)
@@ -282,7 +295,8 @@ def profile(
     layer_rows = []
     if layers:
         calls = backbone_layers(model, {"params": params, "batch_stats": batch_stats}, volume)
-        layer_rows = profile_layers(calls, reps, log)
+        stem_input = volume if isinstance(volume, HeatmapPatches) else None
+        layer_rows = profile_layers(calls, reps, log, stem_input)
 
     by = {r["part"]: r for r in rows}
     parts_sum = sum(r["s"] for r in rows if r["part"] not in ("train_step", "backbone fwd"))

@@ -53,6 +53,8 @@ class StepOptions:
             with_limb=config.data.with_limb,
             conv1_kernel=tuple(config.model.slowonly.conv1_kernel),
             num_persons=config.data.num_persons,
+            sigma=config.data.sigma,
+            size=min(config.data.train_size, config.data.test_size),
         )
         return cls(
             train_size=config.data.train_size,

@@ -7,6 +7,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from skclip_jax import bench_alternate, bench_profile, trace_summary
@@ -120,3 +121,26 @@ def test_a_bad_alternate_field_fails_at_start_up_with_a_message():
     assert out.returncode == 1
     assert "error: --alternate='model.no_such_field=1'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_profile_layers_time_the_patch_stem_on_the_batch_patches():
+    """With the patch stem, the per-layer profile times it on the batch's own patches, not random volumes."""
+    from configs import default
+    from skclip_jax import heatmap_patches, train
+    from skclip_jax.models import text
+
+    config = default.get_config()
+    config.model.slowonly.base_channels = 4
+    config.model.slowonly.stage_blocks = (1, 1, 1)
+    model = train.build_model(config, text.tiny_bert_config(30524), 30523)
+    rng = np.random.default_rng(0)
+    patches = heatmap_patches.keypoint_patches(
+        rng.uniform(0, 16, (2, 2, 4, 17, 2)), rng.uniform(0, 1, (2, 2, 4, 17)), 16, 16
+    )
+    ids = jnp.ones((2, 4), jnp.int32)
+    variables = model.init(jax.random.key(0), patches, ids, ids)
+    calls = bench_profile.backbone_layers(model, variables, patches)
+    rows = bench_profile.profile_layers(calls[:2], 1, lambda row: None, stem_input=patches)
+    assert rows[0]["part"] == "patch conv 1x7x7 -> 4 on [2x4x16x16x17]", rows[0]
+    assert rows[0]["count"] == 1 and rows[0]["fwd_bwd_s"] > 0
+    assert rows[1]["part"].startswith("bn+relu [2x4x16x16x4]")

@@ -146,7 +146,7 @@ def test_slowonly_on_patches_equals_slowonly_on_volumes():
 
 
 def test_resolve():
-    kw = dict(with_limb=False, conv1_kernel=(1, 7, 7), num_persons=2)
+    kw = dict(with_limb=False, conv1_kernel=(1, 7, 7), num_persons=2, sigma=0.6, size=56)
     assert patch_stem.resolve("auto", backend="cpu", **kw) == "patches"
     assert patch_stem.resolve("auto", backend="gpu", **kw) == "conv"
     assert patch_stem.resolve("auto", backend="tpu", **kw) == "conv"
@@ -155,7 +155,20 @@ def test_resolve():
     assert patch_stem.resolve("auto", backend="cpu", **{**kw, "num_persons": 4}) == "conv"
     assert patch_stem.resolve("auto", backend="cpu", **{**kw, "with_limb": True}) == "conv"
     assert patch_stem.resolve("auto", backend="cpu", **{**kw, "conv1_kernel": (3, 7, 7)}) == "conv"
+    # The demo's 14x14 windows (sigma 2.0) on 32x32 frames, and the tests' 16x16 frames: dense is cheaper.
+    assert patch_stem.resolve("auto", backend="cpu", **{**kw, "sigma": 2.0, "size": 32}) == "conv"
+    assert patch_stem.resolve("auto", backend="cpu", **{**kw, "size": 16}) == "conv"
     with pytest.raises(ValueError, match="limb"):
         patch_stem.resolve("patches", backend="cpu", **{**kw, "with_limb": True})
     with pytest.raises(ValueError, match="stem_impl must be one of"):
         patch_stem.resolve("sparse", backend="cpu", **kw)
+
+
+def test_patch_cost_ratio_orders_the_measured_cases():
+    """The estimate is below 1 exactly where patches measured faster (patch_stem.patch_cost_ratio's docstring)."""
+    faster = [(2, 0.6, 56), (1, 0.6, 56), (2, 0.6, 32)]
+    slower = [(2, 2.0, 32), (2, 0.6, 16), (2, 2.0, 56), (2, 1.2, 32)]
+    for m, sigma, size in faster:
+        assert patch_stem.patch_cost_ratio(m, sigma, (1, 7, 7), size, size) < 1
+    for m, sigma, size in slower:
+        assert patch_stem.patch_cost_ratio(m, sigma, (1, 7, 7), size, size) > 1

@@ -295,7 +295,7 @@ def test_host_init_equals_device_init_and_keeps_the_shardings(tokens_and_bert):
 
 
 def test_patch_stem_trains_and_evaluates_as_the_rendered_volume(tokens_and_bert):
-    """model.slowonly.stem_impl: patches (the CPU default) and conv give the same steps and test predictions."""
+    """model.slowonly.stem_impl: patches and conv give the same steps and test predictions, sharded or not."""
     batches = []
     for seed in range(2):
         batch = make_batch(seed)
@@ -303,9 +303,10 @@ def test_patch_stem_trains_and_evaluates_as_the_rendered_volume(tokens_and_bert)
         batch["keypoint"][:, 1] = batch["keypoint"][:, 0] + np.float32(1.3)
         batch["keypoint_score"][:, 1] = 0.7
         batches.append(batch)
-    mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
+    one_device = sharding.make_mesh((1, 1), jax.devices()[:1])
     results = {}
-    for impl in ("conv", "patches"):
+    # The patches on a 4 x 2 mesh (data-sharded scatter-add), against the rendered volume on one device.
+    for impl, mesh in (("conv", one_device), ("patches", sharding.make_mesh((4, 2)))):
         config = tiny_config()
         config.model.slowonly.stem_impl = impl
         config.data.test_flip = True
@@ -323,13 +324,13 @@ def test_patch_stem_trains_and_evaluates_as_the_rendered_volume(tokens_and_bert)
         probs = steps.eval(state, sharding.make_global_batch(mesh, views), class_feats)["probs"]
         results[impl] = losses, jax.device_get(state.params), np.asarray(probs)
     (loss_c, params_c, probs_c), (loss_p, params_p, probs_p) = results["conv"], results["patches"]
-    np.testing.assert_allclose(loss_p, loss_c, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loss_p, loss_c, rtol=1e-3, atol=1e-5)
     stem_c = params_c["video_encoder"]["conv1"]["conv"]["kernel"]
     stem_p = params_p["video_encoder"]["conv1"]["conv"]["kernel"]
-    init = build(tiny_config(), tokens_and_bert, mesh)[0].params
+    init = build(tiny_config(), tokens_and_bert, one_device)[0].params
     stem_0 = np.asarray(init["video_encoder"]["conv1"]["conv"]["kernel"])
     assert (
         np.abs(stem_c - stem_0).max() > 1e-3
     )  # the stem trained, so its gradients were compared too
     np.testing.assert_allclose(stem_p, stem_c, rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(probs_p, probs_c, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(probs_p, probs_c, rtol=1e-3, atol=1e-5)

@@ -9,8 +9,9 @@ no rendered volume; on the 2-core CPU the stem's forward + backward drops from ~
 
 Selected by ``model.slowonly.stem_impl`` (``resolve``): ``"conv"`` renders the volume and convolves it (what the
 model did before; the only choice for limb heatmaps, which are not small windows), ``"patches"`` uses this
-module, ``"auto"`` takes patches on the CPU wherever they apply and the conv elsewhere (unmeasured on
-accelerators, whose convolution units are fast on dense volumes). Same parameters either way: the kernel is
+module, ``"auto"`` takes patches on the CPU where they apply and are estimated cheaper (``patch_cost_ratio``: the
+paper's 56 x 56 frames at sigma 0.6 yes; the demo's 32 x 32 at sigma 2.0, whose windows are 14 x 14, no) and the
+conv elsewhere (unmeasured on accelerators, whose convolution units are fast on dense volumes). Same parameters either way: the kernel is
 ``nn.Conv``'s ``[1, kh, kw, K, C]`` under the same name, and the results agree up to float rounding
 (tests/test_heatmap_patches.py checks forward and kernel gradient against ``nn.Conv`` on the rendered volume).
 """
@@ -28,9 +29,9 @@ from skclip_jax.heatmap_patches import HeatmapPatches
 
 STEM_IMPLS = ("auto", "conv", "patches")
 
-# The number of patches grows as 2^M - 1 with the persons kept per clip (inclusion-exclusion of the max):
-# "auto" keeps the dense stem beyond this many persons.
-AUTO_MAX_PERSONS = 3
+# What one scatter-added block pixel costs, in GEMM multiply-adds, on XLA:CPU (2-core machine: the paper's B=8
+# stem spends ~0.45 s on 2 x 76 M scattered / gathered values and ~0.13 s on 3.8 G multiply-adds).
+SCATTER_COST_IN_MACS = 90
 
 
 def unsupported_reason(with_limb: bool, conv1_kernel: Sequence[int]) -> str | None:
@@ -43,15 +44,36 @@ def unsupported_reason(with_limb: bool, conv1_kernel: Sequence[int]) -> str | No
     return None
 
 
+def patch_cost_ratio(
+    num_persons: int, sigma: float, conv1_kernel: Sequence[int], height: int, width: int
+) -> float:
+    """Estimated patch-stem cost over the dense stem's, per keypoint channel and output channel.
+
+    Patches: ``P = 2^M - 1`` per keypoint, each an ``S*S x by*bx`` GEMM row block plus ``by*bx`` scattered
+    pixels; dense: ``H*W*kh*kw`` multiply-adds. Measured forward + backward on the 2-core CPU (dense / patches,
+    ms; estimate): the paper's sizes at B=8, two persons 1851 / 561 (0.27), one person 1904 / 263 (0.09); 32x32
+    at sigma 0.6 187 / 108 (0.83); the demo's 32x32 at sigma 2.0 209 / 601 (6.8); the tests' 16x16 4.5 / 12.1
+    (3.3); 32x32 at sigma 1.2 101 / 122 (2.3); 56x56 at sigma 2.0 937 / 1547 (2.2). Below 1 the patches won
+    every time, above 2 they lost.
+    """
+    _, kh, kw = conv1_kernel
+    span = heatmap_patches.window_size(sigma)
+    patches = (2**num_persons - 1) * (span + kh - 1) * (span + kw - 1)
+    return patches * (span * span + SCATTER_COST_IN_MACS) / (height * width * kh * kw)
+
+
 def resolve(
     stem_impl: str,
     *,
     with_limb: bool,
     conv1_kernel: Sequence[int],
     num_persons: int,
+    sigma: float,
+    size: int,
     backend: str | None = None,
 ) -> str:
-    """``"patches"`` or ``"conv"``: ``"auto"`` is patches on CPU where they apply (and M <= 3), else conv."""
+    """``"patches"`` or ``"conv"``. ``"auto"``: patches on CPU where they apply and ``patch_cost_ratio`` is below 1
+    at frame side ``size`` (the smaller of the train and test sizes), else conv."""
     if stem_impl not in STEM_IMPLS:
         raise ValueError(f"stem_impl must be one of {STEM_IMPLS}, got {stem_impl!r}")
     reason = unsupported_reason(with_limb, conv1_kernel)
@@ -60,9 +82,11 @@ def resolve(
     if stem_impl != "auto":
         return stem_impl
     backend = backend or jax.default_backend()
-    if backend == "cpu" and reason is None and num_persons <= AUTO_MAX_PERSONS:
-        return "patches"
-    return "conv"
+    if backend != "cpu" or reason is not None:
+        return "conv"
+    return (
+        "patches" if patch_cost_ratio(num_persons, sigma, conv1_kernel, size, size) < 1 else "conv"
+    )
 
 
 def _toeplitz_kernel(kernel: jax.Array, span: int) -> jax.Array:
