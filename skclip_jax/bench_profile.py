@@ -130,7 +130,7 @@ def profile_layers(calls, reps: int, log, stem_input=None) -> list[dict[str, Any
             x = stem_input
         else:
             x = jnp.asarray(rng.standard_normal(call["shape"], np.float32))
-        # The stem's input is the rendered volume, which needs no gradient.
+        # The stem's input (the rendered volume or its patches) needs no gradient.
         wrt_input = indices[0] != 0
         variables = module.init(jax.random.key(0), x)
 

@@ -178,8 +178,8 @@ def scatter_blocks(
     Pixel ``(i, j)`` of the block of ``origin`` (``[..., P, K, 2]``) adds its ``C`` values to output pixel
     ``origin - offset + (i, j)``; pixels outside the frame are dropped (one scatter index per pixel, whose
     out-of-bounds updates XLA skips). A padded canvas cropped afterwards would be simpler, but XLA fuses the
-    crop into the stem's BatchNorm and then keeps the whole canvas alive until the backward pass (+230 MB at
-    the paper's sizes, B=8). The leading ``...`` axes are scatter batching dimensions, so a batch sharded
+    crop into the stem's BatchNorm and then keeps the whole canvas alive until the backward pass (+250 MB of
+    XLA temp at the paper's sizes, B=8). The leading ``...`` axes are scatter batching dimensions, so a batch sharded
     over devices stays sharded.
     """
     lead = blocks.shape[1:-4]
@@ -210,7 +210,7 @@ def scatter_blocks(
 
 
 def render_patches(patches: HeatmapPatches) -> jax.Array:
-    """The volume ``[..., T, H, W, K]`` the patches stand for (their sum: tests, and a dense fallback)."""
+    """The volume ``[..., T, H, W, K]`` the patches stand for: their sum (what the tests hold against PYSKL's)."""
     values = patches.values  # [..., T, P, K, S, S]
     blocks = jnp.moveaxis(values, -3, 0)[..., None]  # [K, ..., T, P, S, S, 1]
     per_k = jax.vmap(

@@ -4,16 +4,18 @@ The stem's input is a PYSKL keypoint volume that is zero outside each keypoint's
 convolution is a sum of each window's own convolution: a ``S x S`` patch (S = 5 at sigma 0.6) gives a
 ``(S + 6) x (S + 6)`` block of outputs. One GEMM per keypoint channel turns every patch into its block (the
 patch's S*S values against a Toeplitz view of that channel's kernel), and one scatter-add places the blocks.
-At the paper's sizes (B = 8, two persons) that is ~1.3 G multiply-adds against 32 G for the dense 7 x 7 and
-no rendered volume; on the 2-core CPU the stem's forward + backward drops from ~1.8 s to ~0.4 s.
+At the paper's sizes (B = 8, two persons: three patches per keypoint) that is 1.9 G multiply-adds forward
+against 32 G for the dense 7 x 7, and no rendered volume; on the 2-core CPU the stem's forward + backward
+(rendering included) drops from 1.85 s to 0.56 s.
 
 Selected by ``model.slowonly.stem_impl`` (``resolve``): ``"conv"`` renders the volume and convolves it (what the
 model did before; the only choice for limb heatmaps, which are not small windows), ``"patches"`` uses this
 module, ``"auto"`` takes patches on the CPU where they apply and are estimated cheaper (``patch_cost_ratio``: the
 paper's 56 x 56 frames at sigma 0.6 yes; the demo's 32 x 32 at sigma 2.0, whose windows are 14 x 14, no) and the
-conv elsewhere (unmeasured on accelerators, whose convolution units are fast on dense volumes). Same parameters either way: the kernel is
-``nn.Conv``'s ``[1, kh, kw, K, C]`` under the same name, and the results agree up to float rounding
-(tests/test_heatmap_patches.py checks forward and kernel gradient against ``nn.Conv`` on the rendered volume).
+conv elsewhere (unmeasured on accelerators, whose convolution units are fast on dense volumes). Same parameters
+either way: the kernel is ``nn.Conv``'s ``[1, kh, kw, K, C]`` under the same name, and the results agree up to
+float rounding (tests/test_heatmap_patches.py checks forward and kernel gradient against ``nn.Conv`` on the
+rendered volume).
 """
 
 from collections.abc import Callable, Sequence
