@@ -74,9 +74,9 @@ def get_config() -> ml_collections.ConfigDict:
     # How the stem sees the keypoint heatmaps: auto (on CPU, each keypoint's window convolved alone where that is
     # estimated cheaper: 56x56 frames at sigma 0.6, not the demo's sigma 2.0; on GPU/TPU the rendered volume) |
     # conv (render the [T, H, W, K] volume, convolve it) | patches.
-    # On CPU at the paper's sizes the stem's forward + backward drops from ~1.8 s to ~0.4 s of a B=8 step (README
-    # "Benchmarks"). Same parameters and, up to float rounding, results (skclip_jax/models/patch_stem.py); limb
-    # heatmaps (data.with_limb) always use conv.
+    # On CPU at the paper's sizes (B=8) the stem alone drops from 1.85 s to 0.56 s forward + backward, the train
+    # step from 8.40 s to 7.38 s (README "Benchmarks"). Same parameters and, up to float rounding, results
+    # (skclip_jax/models/patch_stem.py); limb heatmaps (data.with_limb) always use conv.
     config.model.slowonly.stem_impl = "auto"
     # Rebuild in the backward pass what XLA:CPU keeps from the forward pass: every block's padded inputs and
     # im2col patches (the stem's are rebuilt anyway, SlowOnly.rebuild_stem; skclip_jax/models/remat.py). Paper
