@@ -47,6 +47,7 @@ CASES = [
     ("model.slowonly.conv1_kernel", (7, 7), "3 positive sizes"),
     ("model.slowonly.conv_impl", "cudnn", "['auto', 'xla', 'gemm']"),
     ("model.slowonly.batch_norm_impl", "cudnn", "['auto', 'flax', 'fused']"),
+    ("model.slowonly.stem_impl", "sparse", "['auto', 'conv', 'patches']"),
     ("model.text.bert_dir", "", "bert-base-uncased"),
     ("model.text.regime", "frozn", "['finetune', 'frozen', 'random']"),
     ("model.text.dropout", 1.0, "[0, 1)"),
@@ -156,3 +157,23 @@ def test_low_memory_must_be_a_bool_and_may_be_absent():
         ValueError, match=r"config.model.slowonly.low_memory='yes': must be True or False"
     ):
         validate_config(config)
+
+
+def test_stem_impl_patches_needs_keypoint_heatmaps_and_may_be_absent():
+    config = valid_config()
+    del config.model.slowonly["stem_impl"]
+    validate_config(config)  # configs written before the field existed: the dense stem
+    config.model.slowonly.stem_impl = "patches"
+    validate_config(config)
+    for field, value in (("data.with_limb", True), ("model.slowonly.conv1_kernel", (3, 7, 7))):
+        bad = valid_config()
+        bad.model.slowonly.stem_impl = "patches"
+        _set(bad, field, value)
+        with pytest.raises(ValueError) as err:
+            validate_config(bad)
+        message = str(err.value)
+        assert "config.model.slowonly.stem_impl='patches'" in message
+        assert (
+            "1 x odd x odd conv1_kernel" in message
+            and "--config.model.slowonly.stem_impl=conv" in message
+        )
