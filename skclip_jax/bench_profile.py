@@ -30,7 +30,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from skclip_jax import train
-from skclip_jax.heatmap_patches import HeatmapPatches
 from skclip_jax.models import batch_norm, patch_stem, skclip
 
 # nn.BatchNorm (model.slowonly.batch_norm_impl=flax) or the fused BatchNorm + ReLU (fused)
@@ -116,7 +115,7 @@ def profile_layers(calls, reps: int, log, stem_input=None) -> list[dict[str, Any
     """Times each distinct conv / BN alone, forward and forward + backward (grads w.r.t. params and input).
 
     Inputs are random, except for a patch stem's, which is ``stem_input`` (the batch's ``HeatmapPatches``:
-    their count and placement are what it costs).
+    their count and placement are what it costs; unused for a dense stem).
     """
     groups: dict[tuple, list] = {}
     for index, call in enumerate(calls):
@@ -295,8 +294,7 @@ def profile(
     layer_rows = []
     if layers:
         calls = backbone_layers(model, {"params": params, "batch_stats": batch_stats}, volume)
-        stem_input = volume if isinstance(volume, HeatmapPatches) else None
-        layer_rows = profile_layers(calls, reps, log, stem_input)
+        layer_rows = profile_layers(calls, reps, log, stem_input=volume)
 
     by = {r["part"]: r for r in rows}
     parts_sum = sum(r["s"] for r in rows if r["part"] not in ("train_step", "backbone fwd"))

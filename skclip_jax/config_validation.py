@@ -207,19 +207,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     one_of(f"{s}.batch_norm_impl", BATCH_NORM_IMPLS)
     # Absent from configs written before the field existed, which mean "conv".
     if "stem_impl" in config.model.slowonly:
+        # The patch stem's own rule (imported here: the module needs jax, which every caller has loaded).
+        from skclip_jax.models.patch_stem import unsupported_reason
+
         one_of(f"{s}.stem_impl", STEM_IMPLS)
-        kernel = tuple(config.model.slowonly.conv1_kernel)
         check(
             f"{s}.stem_impl",
             lambda v: (
                 v != "patches"
-                or not (
-                    config.data.with_limb
-                    or len(kernel) != 3
-                    or kernel[0] != 1
-                    or kernel[1] % 2 == 0
-                    or kernel[2] % 2 == 0
+                or unsupported_reason(
+                    config.data.with_limb, tuple(config.model.slowonly.conv1_kernel)
                 )
+                is None
             ),
             "'patches' needs keypoint heatmaps (data.with_limb=False) and a 1 x odd x odd conv1_kernel",
             f"--config.{s}.stem_impl=conv",

@@ -72,18 +72,6 @@ def _window_start(mu: jax.Array, size: int, sigma: float) -> jax.Array:
     return jnp.where(jnp.isfinite(lo), jnp.clip(lo, 0, size - 1), 0.0)
 
 
-def _profile_on(grid: jax.Array, mu: jax.Array, size: int, sigma: float) -> jax.Array:
-    """``heatmaps._axis_profile`` at the given pixels (``grid`` [..., S], ``mu`` [...]): zero outside the window."""
-    mu = mu[..., None]
-    inside = (
-        (grid >= jnp.trunc(mu - 3 * sigma))
-        & (grid <= jnp.trunc(mu + 3 * sigma))
-        & (grid >= 0)
-        & (grid < size)
-    )
-    return jnp.where(inside, jnp.exp(-jnp.square(grid - mu) / (2 * sigma**2)), 0.0)
-
-
 def person_subsets(num_persons: int) -> list[tuple[int, ...]]:
     """The non-empty subsets of the persons, singletons first: one patch each (inclusion-exclusion)."""
     return [
@@ -135,8 +123,11 @@ def keypoint_patches(
         grid_x = start_x[..., anchor, :, :, None] + steps
         patch = None
         for m in subset:
-            py = _profile_on(grid_y, mu_y[..., m, :, :], height, sigma)
-            px = _profile_on(grid_x, mu_x[..., m, :, :], width, sigma) * score[..., m, :, :, None]
+            py = heatmaps.axis_profile_at(grid_y, mu_y[..., m, :, :], height, sigma)
+            px = (
+                heatmaps.axis_profile_at(grid_x, mu_x[..., m, :, :], width, sigma)
+                * score[..., m, :, :, None]
+            )
             outer = py[..., :, None] * px[..., None, :]
             patch = outer if patch is None else jnp.minimum(patch, outer)
         values.append(patch if len(subset) % 2 else -patch)

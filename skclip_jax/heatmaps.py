@@ -49,28 +49,38 @@ COCO_RIGHT_LIMB: tuple[int, ...] = (1, 3, 7, 8, 9, 13, 14, 15)
 PYSKL_EPS = 1e-3
 
 
-def _axis_profile(mu: jax.Array, size: int, sigma: float) -> jax.Array:
-    """1-D Gaussian profile of each coordinate, zero outside PYSKL's window.
+def axis_profile_at(grid: jax.Array, mu: jax.Array, size: int, sigma: float) -> jax.Array:
+    """1-D Gaussian profile of each coordinate at the given pixels, zero outside PYSKL's window.
 
     PYSKL keeps pixels ``max(int(mu - 3s), 0) <= i < min(int(mu + 3s) + 1, size)``.
     ``int`` truncates toward zero, which is ``trunc`` (not ``floor``): for
-    ``-2.8 < mu < -1.8`` (sigma 0.6) the window still holds pixel 0. The clamp to
-    ``[0, size)`` is implied by the pixel grid. NaN/inf coordinates give an empty
-    window, as PYSKL's empty ``arange`` does.
+    ``-2.8 < mu < -1.8`` (sigma 0.6) the window still holds pixel 0. NaN/inf
+    coordinates give an empty window, as PYSKL's empty ``arange`` does.
 
     Args:
-      mu: coordinates along one axis, any shape ``[...]``.
-      size: number of pixels along that axis.
+      grid: float pixel indices, broadcastable against ``mu[..., None]`` (the
+        whole axis ``[size]``, or a window ``[..., S]`` as ``heatmap_patches``).
+      mu: float32 coordinates along one axis, any shape ``[...]``.
+      size: number of pixels along that axis; pixels outside ``[0, size)`` are 0.
       sigma: Gaussian standard deviation in pixels.
 
     Returns:
-      ``[..., size]`` float32 profile.
+      ``[..., len(grid)]`` float32 profile.
     """
-    mu = mu.astype(jnp.float32)[..., None]
+    mu = mu[..., None]
+    inside = (
+        (grid >= jnp.trunc(mu - 3 * sigma))
+        & (grid <= jnp.trunc(mu + 3 * sigma))
+        & (grid >= 0)
+        & (grid < size)
+    )
+    return jnp.where(inside, jnp.exp(-jnp.square(grid - mu) / (2 * sigma**2)), 0.0)
+
+
+def _axis_profile(mu: jax.Array, size: int, sigma: float) -> jax.Array:
+    """``axis_profile_at`` over the whole axis: ``[...]`` coordinates -> ``[..., size]``."""
     grid = jnp.arange(size, dtype=jnp.float32)
-    inside = (grid >= jnp.trunc(mu - 3 * sigma)) & (grid <= jnp.trunc(mu + 3 * sigma))
-    profile = jnp.exp(-jnp.square(grid - mu) / (2 * sigma**2))
-    return jnp.where(inside, profile, 0.0)
+    return axis_profile_at(grid, mu.astype(jnp.float32), size, sigma)
 
 
 def _keypoint_maps(
