@@ -96,7 +96,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="skip the stages that would start too close to this many minutes (0: no deadline)",
     )
     p.add_argument("--python", default=sys.executable)
-    p.add_argument("--workdir", default="", help="scratch folder (default: a temporary one)")
+    p.add_argument(
+        "--workdir",
+        default="",
+        help="scratch folder, kept (default: a temporary one, removed at the end)",
+    )
     # Internal: one pipeline measurement, run as a subprocess by the pipeline stage.
     p.add_argument("--_pipeline_worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--_config", default="", help=argparse.SUPPRESS)
@@ -498,7 +502,18 @@ def main(argv=None) -> int:
     if args._pipeline_worker:
         pipeline_worker(args)
         return 0
-    scratch = args.workdir or tempfile.mkdtemp(prefix="gpu_check_")
+    if (
+        args.workdir or args.dry_run
+    ):  # a dry run creates nothing: the plan names a folder it would make
+        return run(args, args.workdir or os.path.join(tempfile.gettempdir(), "gpu_check_scratch"))
+    # The default scratch (a random BERT of 420 MB, a synthetic dataset, the train stages' workdirs) is removed
+    # at the end; the figures are in --out.
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as scratch:
+        return run(args, scratch)
+
+
+def run(args, scratch: str) -> int:
+    """Runs the stages with ``scratch`` as the working folder (or prints their plan, with --dry_run)."""
     if not args.cpu and not args.bert_dir:
         args.bert_dir = os.path.join(scratch, "bert_base_random")
     if args.dry_run:

@@ -166,12 +166,14 @@ def test_help_and_strict_mode(script):
 def test_gpu_check_cpu_dry_run(tmp_path):
     """launch/gpu_check.sh --cpu --dry_run prints every stage's command and runs nothing."""
     out_file = tmp_path / "check.json"
+    temp = tmp_path / "temp"
+    temp.mkdir()
     out = run(
         "gpu_check.sh",
         "--cpu",
         "--dry_run",
         f"--out={out_file}",
-        env={"PYTHON": os.environ.get("PYTHON", sys.executable)},
+        env={"PYTHON": os.environ.get("PYTHON", sys.executable), "TMPDIR": str(temp)},
     )
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
@@ -191,7 +193,9 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     ]
     bench = plan["stages"][1]["command"]
     assert bench[1:3] == ["-m", "skclip_jax.bench"] and "--config=configs/demo.py:tiny" in bench
-    assert not out_file.exists()  # a dry run writes nothing
+    assert not out_file.exists() and not any(
+        temp.iterdir()
+    )  # a dry run writes nothing, not even scratch
 
 
 def test_gpu_check_gpu_plan_uses_paper_sizes():
