@@ -6,12 +6,45 @@ restored run continues with exactly the batches it would have seen.
 """
 
 import os
+import re
 from typing import Any
 
 import orbax.checkpoint as ocp
 from absl import logging
 
 from skclip_jax import sharding as sharding_lib
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (a full disk, a quota, a lost mount); the complete ones are intact."""
+
+
+# How tensorstore's errors carry the operating system's reason (orbax raises them as ValueError).
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+def complete_steps(directory: str) -> list[int]:
+    """The steps whose checkpoints are complete: orbax writes into ``N.orbax-checkpoint-tmp`` and renames it."""
+    try:
+        return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+    except OSError:
+        return []
+
+
+def write_failure(error: BaseException, directory: str) -> CheckpointWriteError:
+    """One line for a failed save: where, why (the operating system's reason when the error carries one), and
+    what is kept."""
+    text = str(error)
+    code = getattr(error, "errno", None) or (
+        int(m.group(1)) if (m := _OS_ERROR_CODE.search(text)) else None
+    )
+    reason = os.strerror(code) if code else (text.splitlines() or [type(error).__name__])[0][:300]
+    steps = complete_steps(directory)
+    kept = f"the last complete one, step {steps[-1]}, is kept" if steps else "none was complete yet"
+    return CheckpointWriteError(
+        f"could not write a checkpoint under {directory}: {reason}. {kept.capitalize()}; "
+        "free the space (or fix the folder) and run the same command again to resume."
+    )
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -49,15 +82,30 @@ def save(
     position: dict[str, Any],
     metrics: dict[str, float] | None = None,
 ) -> None:
-    """Starts an asynchronous save; orbax writes to a temporary directory and renames it when complete."""
-    manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), position=ocp.args.JsonSave(position)
-        ),
-        metrics=metrics,
-        force=True,
-    )
+    """Starts an asynchronous save; orbax writes to a temporary directory and renames it when complete.
+
+    Raises:
+      CheckpointWriteError: this save, or the previous one still in flight, could not be written.
+    """
+    try:
+        manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), position=ocp.args.JsonSave(position)
+            ),
+            metrics=metrics,
+            force=True,
+        )
+    except Exception as e:  # orbax raises what tensorstore or the filesystem raised
+        raise write_failure(e, str(manager.directory)) from e
+
+
+def wait_until_finished(manager: ocp.CheckpointManager) -> None:
+    """Waits for the asynchronous saves; raises CheckpointWriteError if one could not be written."""
+    try:
+        manager.wait_until_finished()
+    except Exception as e:
+        raise write_failure(e, str(manager.directory)) from e
 
 
 def restore(

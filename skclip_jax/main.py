@@ -141,7 +141,7 @@ def main(argv):
 
     import jax
 
-    from skclip_jax import compilation_cache, run_config, trainer
+    from skclip_jax import checkpointing, compilation_cache, run_config, trainer
 
     cache_dir = compilation_cache.enable(_COMPILATION_CACHE.value)
     config = _CONFIG.value
@@ -168,7 +168,11 @@ def main(argv):
             result = trainer.train_and_evaluate(config, _WORKDIR.value)
         else:
             result = trainer.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
-    except (trainer.SetupError, trainer.NonFiniteLossError) as e:
+    except (
+        trainer.SetupError,
+        trainer.NonFiniteLossError,
+        checkpointing.CheckpointWriteError,
+    ) as e:
         logging.error("%s", e)
         print(f"skclip_jax: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)

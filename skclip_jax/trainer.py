@@ -395,16 +395,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         manager, done, state, position, evaluators.checkpoint_metrics(eval_metrics)
                     )
                 if stop:
-                    manager.wait_until_finished()
+                    checkpointing.wait_until_finished(manager)
                     logging.warning("Preempted: checkpoint of step %d saved; exiting.", done)
                     break
     finally:
         # Also on an exception (a NaN loss): let pending asynchronous saves of good states finish.
         batches.close()
         bar.close()
-        manager.wait_until_finished()
-        manager.close()
-        writer.close()
+        try:
+            checkpointing.wait_until_finished(manager)
+        finally:
+            manager.close()
+            writer.close()
     if last_eval:
         logging.info(
             "Last evaluation: top-1 %.4f; best top-1 %.4f (the best over evaluations, the paper's "

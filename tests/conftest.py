@@ -17,8 +17,6 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",
     os.path.join(tempfile.gettempdir(), f"skclip_jax_test_xla_cache_{os.getuid()}"),
 )
-# Bounded (least recently used entries go first): the folder outlives the session and every code change adds keys.
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(1 << 30))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The entry points' allocator (jemalloc keeping freed pages, or glibc with huge pages) for the processes this
 # one starts (pytest-xdist's workers, the CLI tests' subprocesses); skclip_jax/host_memory.py.
