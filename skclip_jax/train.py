@@ -141,6 +141,24 @@ def _decay_mask(params):
     )
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """``g * min(1, max_norm / ||g||)`` over the whole tree: one scalar multiply per element, as PyTorch's
+    ``clip_grad_norm_`` (the original's).
+
+    Why not ``optax.clip_by_global_norm``: it selects per element between ``g`` and ``g / ||g|| * max_norm``, a
+    division that XLA:CPU computes inside both Adam moment fusions. The paper-size update (140 M parameters,
+    clipping + AdamW, donated) took 262 ms with it and 136 ms with this on the 2-core CPU; the values agree to
+    float rounding (tests/test_schedule_sharding.py).
+    """
+
+    def update(updates, state, params=None):
+        del params
+        scale = jnp.minimum(1.0, max_norm / optax.tree.norm(updates))
+        return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def gradient_clipping(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """Global-norm clipping at `optim.clip_norm` over the trainable parameters only.
 
@@ -154,7 +172,7 @@ def gradient_clipping(config: ml_collections.ConfigDict) -> optax.GradientTransf
 
     return optax.chain(
         optax.masked(optax.set_to_zero(), frozen_mask),
-        optax.clip_by_global_norm(config.optim.clip_norm),
+        clip_by_global_norm(config.optim.clip_norm),
     )
 
 

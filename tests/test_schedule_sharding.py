@@ -4,6 +4,7 @@ import math
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from configs import default
@@ -142,3 +143,27 @@ def test_fsdp_spec_splits_largest_divisible_axis():
     assert sharding.fsdp_spec((512, 384), 4) == jax.sharding.PartitionSpec("fsdp", None)
     assert sharding.fsdp_spec((3, 3, 17, 32), 2) == jax.sharding.PartitionSpec()  # too small
     assert sharding.fsdp_spec((30524, 384), 8) == jax.sharding.PartitionSpec(None, "fsdp")
+
+
+@pytest.mark.parametrize("max_norm", [0.1, 1.0, 1e3])
+def test_clip_by_global_norm_equals_optax_and_a_numpy_loop(max_norm):
+    """Our scalar-multiply clipping against optax's per-element select and a plain NumPy loop: clipped above
+    the threshold, untouched below it; all-zero gradients stay zero (no 0/0)."""
+    rng = np.random.default_rng(0)
+    grads = {
+        "a": rng.normal(size=(3, 4)).astype(np.float32),
+        "b": [rng.normal(size=5).astype(np.float32)],
+    }
+    ours, _ = train.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
+    reference, _ = optax.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
+    norm = np.sqrt(sum(float(np.sum(np.square(g))) for g in jax.tree.leaves(grads)))
+    factor = min(1.0, max_norm / norm)
+    for got, want, leaf in zip(
+        jax.tree.leaves(ours), jax.tree.leaves(reference), jax.tree.leaves(grads), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        np.testing.assert_allclose(got, leaf * factor, rtol=1e-6)
+    assert (factor < 1.0) == (max_norm < norm)
+    zeros = jax.tree.map(np.zeros_like, grads)
+    clipped, _ = train.clip_by_global_norm(max_norm).update(zeros, optax.EmptyState())
+    assert all(np.all(np.asarray(g) == 0.0) for g in jax.tree.leaves(clipped))
