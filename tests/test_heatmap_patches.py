@@ -102,6 +102,55 @@ def test_patch_conv_equals_nn_conv_forward_and_kernel_gradient(kernel, num_perso
     np.testing.assert_allclose(grad_sparse, grad_dense, rtol=1e-4, atol=1e-4)
 
 
+def persons_in(case):
+    """Keypoints for each branch of ``patch_conv``: the persons after the first absent (zero coordinates and
+    scores, as the pipeline pads them), present but never overlapping, or overlapping in one clip only."""
+    num_persons = 3 if case == "third_absent" else 2
+    rng = np.random.default_rng(1)
+    kp = rng.uniform(1, 17, (3, num_persons, 3, 17, 2)).astype(np.float32)
+    score = rng.uniform(0.1, 1, (3, num_persons, 3, 17)).astype(np.float32)
+    kp[:, 0, ..., 0] = rng.uniform(
+        0, 5, kp.shape[2:4]
+    )  # person 0 left, person 1 right: windows 1.8 px wide
+    kp[:, 1, ..., 0] = rng.uniform(12, 17, kp.shape[2:4])
+    absent = {"second_absent": [1], "third_absent": [2]}.get(case, [])
+    kp[:, absent], score[:, absent] = 0.0, 0.0
+    if case == "overlap_in_one_clip":
+        kp[1, 1, 0, 2] = kp[1, 0, 0, 2] + [0.7, 0.4]
+    return kp, score
+
+
+@pytest.mark.parametrize("case", ["second_absent", "apart", "overlap_in_one_clip", "third_absent"])
+def test_patch_conv_skips_zero_patches_with_the_same_result(case):
+    """Each prefix branch equals nn.Conv of the rendered volume (forward, kernel gradient); the patches have the
+    zeros that pick the branch."""
+    kp, score = persons_in(case)
+    patches = hp.keypoint_patches(kp, score, 20, 18)
+    nonzero = np.any(np.asarray(patches.values) != 0, axis=(0, 1, 3, 4, 5))  # per patch
+    expected_nonzero = {
+        "second_absent": [True, False, False],
+        "apart": [True, True, False],
+        "overlap_in_one_clip": [True, True, True],
+        "third_absent": [True, True, False, False, False, False, False],
+    }[case]
+    assert nonzero.tolist() == expected_nonzero
+    volume = heatmaps.render_heatmaps(kp, score, 20, 18)
+    conv = nn.Conv(6, (1, 7, 7), padding=[(0, 0), (3, 3), (3, 3)], use_bias=False)
+    w = conv.init(jax.random.key(0), volume)["params"]["kernel"]
+    g = jax.random.normal(jax.random.key(1), volume.shape[:-1] + (6,))
+
+    def dense(w):
+        return jnp.sum(conv.apply({"params": {"kernel": w}}, volume) * g)
+
+    def sparse(w):
+        return jnp.sum(patch_stem.patch_conv(patches, w) * g)
+
+    np.testing.assert_allclose(jax.jit(sparse)(w), dense(w), rtol=1e-5)
+    np.testing.assert_allclose(
+        jax.jit(jax.grad(sparse))(w), jax.grad(dense)(w), rtol=1e-4, atol=1e-4
+    )
+
+
 def test_patch_conv_rejects_what_it_cannot_compute():
     kp, score = keypoints(1)
     patches = hp.keypoint_patches(kp, score, 20, 18)
