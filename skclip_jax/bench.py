@@ -10,6 +10,8 @@ the device's peak is known. Not a test: run it on the machine whose figures you 
   --notrain_step  with --profile: the parts alone, without compiling the whole step (minutes on a GPU).
   --trace_dir=DIR a jax.profiler trace of two train steps; `python -m skclip_jax.trace_summary DIR` lists the
                 heaviest kernels (how the GPU's slow convolutions without autotuning were found).
+  --present_persons=N  only the first N persons of each random clip have keypoints, the rest are padding (as
+                one-person clips in a two-person config): what the patch stem's skipping gains on such data.
   --peer=FILE   the PyTorch peer's JSON (`../shared/peer/peer_torch.py`'s output): prints both sides' figures
                 at this batch size side by side (a Markdown table on stderr, `peer` and `ratio` in the JSON).
                 The peer's eval step is B single-view 56x56 clips; compare with
@@ -43,6 +45,13 @@ _PROMPT_TOKENS = flags.DEFINE_integer(
     0,
     "Tokens of every class name, [CLS] and [SEP] included; 0: 3 to data.max_text_len, cycling, as the PyTorch "
     "peer's synthetic names (so both sides pad to the same length).",
+)
+_PRESENT_PERSONS = flags.DEFINE_integer(
+    "present_persons",
+    None,
+    "Persons with keypoints in every random clip (default: all data.num_persons); the rest are padding, zero "
+    "coordinates and scores, as the input pipeline pads a clip with fewer persons (most clips of UCF-101, "
+    "HMDB-51 and NTU's one-person classes). The patch stem skips what is padding in the whole batch.",
 )
 _EVAL = flags.DEFINE_bool(
     "eval", True, "Also time the eval step (--noeval: the train figures alone, one compile less)."
@@ -92,7 +101,8 @@ def class_names(num_classes: int, tokens: int, max_text_len: int) -> list[str]:
     return [" ".join(words[(i + j) % len(words)] for j in range(n)) for i, n in enumerate(lengths)]
 
 
-def random_batch(rng, batch, views, config, size):
+def random_batch(rng, batch, views, config, size, num_classes, present_persons=None):
+    """Random keypoints of the config's shapes; the persons after the first ``present_persons`` are padding."""
     import numpy as np
 
     lead = (batch,) if views is None else (batch, views)
@@ -100,8 +110,11 @@ def random_batch(rng, batch, views, config, size):
     out = {
         "keypoint": rng.uniform(0, size, shape + (2,)).astype(np.float32),
         "keypoint_score": rng.uniform(0, 1, shape).astype(np.float32),
-        "label": rng.integers(0, _NUM_CLASSES.value, batch).astype(np.int32),
+        "label": rng.integers(0, num_classes, batch).astype(np.int32),
     }
+    if present_persons is not None:
+        out["keypoint"][..., present_persons:, :, :, :] = 0.0
+        out["keypoint_score"][..., present_persons:, :, :] = 0.0
     if views is not None:
         out["mask"] = np.ones(batch, bool)
     return out
@@ -367,6 +380,11 @@ def main(argv):
             variant = bench_alternate.with_overrides(config, _ALTERNATE.value)
         except ValueError as e:
             sys.exit(f"error: {e}")
+    present = _PRESENT_PERSONS.value
+    if present is not None and not 1 <= present <= config.data.num_persons:
+        sys.exit(
+            f"error: --present_persons={present}: expected 1 to data.num_persons={config.data.num_persons}"
+        )
     batch = _BATCH.value or config.batch_size
     eval_batch = _EVAL_BATCH.value or config.eval_batch_size
     mesh = sharding.make_mesh(config.mesh_shape)
@@ -402,7 +420,10 @@ def main(argv):
     key = jax.random.key(0)
     batches = [
         sharding.make_global_batch(
-            mesh, random_batch(rng, batch, None, config, config.data.train_size)
+            mesh,
+            random_batch(
+                rng, batch, None, config, config.data.train_size, _NUM_CLASSES.value, present
+            ),
         )
         for _ in range(2)
     ]
@@ -419,6 +440,7 @@ def main(argv):
         "batch_norm_impl": batch_norm.resolve(config.model.slowonly.get("batch_norm_impl", "flax")),
         "low_memory": bool(config.model.slowonly.get("low_memory", False)),
         "stem_impl": "patches" if opts.stem_patches else "conv",
+        "present_persons": _PRESENT_PERSONS.value or config.data.num_persons,
         # set by host_memory's re-execution (README "Benchmarks")
         "host_allocator": host_memory.current_allocator(),
     }
@@ -444,7 +466,10 @@ def main(argv):
     if _EVAL.value:
         views = config.data.num_test_clips
         eval_batch_arrays = sharding.make_global_batch(
-            mesh, random_batch(rng, eval_batch, views, config, config.data.test_size)
+            mesh,
+            random_batch(
+                rng, eval_batch, views, config, config.data.test_size, _NUM_CLASSES.value, present
+            ),
         )
         class_feats = steps.encode_classes(state, class_tokens)
         logging.info("compiling the eval step (batch %d x %d views)", eval_batch, views)

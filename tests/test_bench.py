@@ -144,3 +144,36 @@ def test_profile_layers_time_the_patch_stem_on_the_batch_patches():
     assert rows[0]["part"] == "patch conv 1x7x7 -> 4 on [2x4x16x16x17]", rows[0]
     assert rows[0]["count"] == 1 and rows[0]["fwd_bwd_s"] > 0
     assert rows[1]["part"].startswith("bn+relu [2x4x16x16x4]")
+
+
+def test_random_batch_pads_the_absent_persons_as_the_pipeline_does():
+    from configs import default
+    from skclip_jax import bench
+
+    config = default.get_config()
+    assert config.data.num_persons == 2
+    rng = np.random.default_rng(0)
+    for views in (None, 3):
+        full = bench.random_batch(rng, 4, views, config, 56, 101)
+        one = bench.random_batch(rng, 4, views, config, 56, 101, present_persons=1)
+        person = 1 if views is None else 2  # the axis after the batch (and view) axes
+        assert full["keypoint"].shape == one["keypoint"].shape
+        assert np.all(np.take(full["keypoint_score"], 1, axis=person) > 0)
+        assert np.all(np.take(one["keypoint"], 1, axis=person) == 0)
+        assert np.all(np.take(one["keypoint_score"], 1, axis=person) == 0)
+        assert np.all(np.take(one["keypoint_score"], 0, axis=person) > 0)
+        assert np.all((one["label"] >= 0) & (one["label"] < 101))
+
+
+def test_present_persons_beyond_the_config_fails_with_a_message():
+    out = subprocess.run(
+        [sys.executable, "-m", "skclip_jax.bench", *TINY, "--present_persons=3"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""},
+        timeout=300,
+    )
+    assert out.returncode == 1
+    assert "error: --present_persons=3: expected 1 to data.num_persons=2" in out.stderr
+    assert "Traceback" not in out.stderr
