@@ -502,9 +502,8 @@ def main(argv=None) -> int:
     if args._pipeline_worker:
         pipeline_worker(args)
         return 0
-    if (
-        args.workdir or args.dry_run
-    ):  # a dry run creates nothing: the plan names a folder it would make
+    # A dry run creates nothing: its plan names the folder a run would make.
+    if args.workdir or args.dry_run:
         return run(args, args.workdir or os.path.join(tempfile.gettempdir(), "gpu_check_scratch"))
     # The default scratch (a random BERT of 420 MB, a synthetic dataset, the train stages' workdirs) is removed
     # at the end; the figures are in --out.

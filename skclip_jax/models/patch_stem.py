@@ -128,7 +128,7 @@ def patch_conv(patches: HeatmapPatches, kernel: jax.Array, precision=None) -> ja
     Returns:
       ``[..., T, H, W, C]`` in the promoted dtype of values and kernel.
     """
-    kt, kh, kw, k, c = kernel.shape
+    kt, kh, kw, k, _ = kernel.shape
     if kt != 1 or kh % 2 == 0 or kw % 2 == 0 or k != patches.num_channels:
         raise ValueError(
             f"patch_conv needs a [1, odd, odd, {patches.num_channels}, C] kernel, got {kernel.shape}"
