@@ -18,8 +18,11 @@ os.environ.setdefault(
     os.path.join(tempfile.gettempdir(), f"skclip_jax_test_xla_cache_{os.getuid()}"),
 )
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The entry points' allocator (jemalloc keeping freed pages, or glibc with huge pages) for the processes this
-# one starts (pytest-xdist's workers, the CLI tests' subprocesses); skclip_jax/host_memory.py.
+# glibc with huge pages (skclip_jax/host_memory.py) for the processes this one starts (pytest-xdist's workers, the
+# CLI tests' subprocesses), not jemalloc even where it is installed: a worker runs hundreds of tests, and jemalloc
+# keeping every freed page (the entry points' setting, right for one training run) grew workers past 6-8 GB until
+# the kernel's OOM killer ended them. test_host_memory.py tests the jemalloc choice in processes of its own.
+os.environ.setdefault(host_memory.ALLOCATOR_SWITCH, "glibc")
 os.environ.update(host_memory.this_process_allocator_env() or {})
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
