@@ -440,7 +440,7 @@ def main(argv):
         "batch_norm_impl": batch_norm.resolve(config.model.slowonly.get("batch_norm_impl", "flax")),
         "low_memory": bool(config.model.slowonly.get("low_memory", False)),
         "stem_impl": "patches" if opts.stem_patches else "conv",
-        "present_persons": _PRESENT_PERSONS.value or config.data.num_persons,
+        "present_persons": present or config.data.num_persons,
         # set by host_memory's re-execution (README "Benchmarks")
         "host_allocator": host_memory.current_allocator(),
     }

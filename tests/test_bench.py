@@ -16,16 +16,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config=configs/demo.py:tiny", "--batch_size=4", "--num_classes=4", "--noeval"]
 
 
-def run_bench(*args: str) -> dict:
-    out = subprocess.run(
+def bench_process(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-m", "skclip_jax.bench", *TINY, *args],
         capture_output=True,
         text=True,
         cwd=REPO,
         # One CPU device (not the suite's 8 simulated ones): the figures need no mesh, and it compiles faster.
         env={**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""},
-        timeout=600,
+        timeout=timeout,
     )
+
+
+def run_bench(*args: str) -> dict:
+    out = bench_process(*args)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -110,14 +114,7 @@ def test_bench_alternates_a_variant_in_one_process():
 
 
 def test_a_bad_alternate_field_fails_at_start_up_with_a_message():
-    out = subprocess.run(
-        [sys.executable, "-m", "skclip_jax.bench", *TINY, "--alternate=model.no_such_field=1"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""},
-        timeout=300,
-    )
+    out = bench_process("--alternate=model.no_such_field=1", timeout=300)
     assert out.returncode == 1
     assert "error: --alternate='model.no_such_field=1'" in out.stderr
     assert "Traceback" not in out.stderr
@@ -166,14 +163,7 @@ def test_random_batch_pads_the_absent_persons_as_the_pipeline_does():
 
 
 def test_present_persons_beyond_the_config_fails_with_a_message():
-    out = subprocess.run(
-        [sys.executable, "-m", "skclip_jax.bench", *TINY, "--present_persons=3"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": ""},
-        timeout=300,
-    )
+    out = bench_process("--present_persons=3", timeout=300)
     assert out.returncode == 1
     assert "error: --present_persons=3: expected 1 to data.num_persons=2" in out.stderr
     assert "Traceback" not in out.stderr
