@@ -211,18 +211,19 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         from skclip_jax.models.patch_stem import unsupported_reason
 
         one_of(f"{s}.stem_impl", STEM_IMPLS)
-        check(
-            f"{s}.stem_impl",
-            lambda v: (
-                v != "patches"
-                or unsupported_reason(
+        if config.model.slowonly.stem_impl == "patches":
+            try:
+                reason = unsupported_reason(
                     config.data.with_limb, tuple(config.model.slowonly.conv1_kernel)
                 )
-                is None
-            ),
-            "'patches' needs keypoint heatmaps (data.with_limb=False) and a 1 x odd x odd conv1_kernel",
-            f"--config.{s}.stem_impl=conv",
-        )
+            except (TypeError, ValueError):
+                reason = None  # a malformed conv1_kernel, reported by its own check above
+            if reason:
+                bad(
+                    f"{s}.stem_impl",
+                    f"'patches' cannot be used: {reason}",
+                    f"--config.{s}.stem_impl=conv",
+                )
     # Absent from configs written before the field existed, which mean False.
     if "low_memory" in config.model.slowonly:
         check(

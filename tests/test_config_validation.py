@@ -165,15 +165,30 @@ def test_stem_impl_patches_needs_keypoint_heatmaps_and_may_be_absent():
     validate_config(config)  # configs written before the field existed: the dense stem
     config.model.slowonly.stem_impl = "patches"
     validate_config(config)
-    for field, value in (("data.with_limb", True), ("model.slowonly.conv1_kernel", (3, 7, 7))):
+    for field, value, reason in (
+        ("data.with_limb", True, "limb heatmaps (data.with_limb=True) are not small windows"),
+        (
+            "model.slowonly.conv1_kernel",
+            (3, 7, 7),
+            "the stem kernel (3, 7, 7) is not 1 x odd x odd",
+        ),
+    ):
         bad = valid_config()
         bad.model.slowonly.stem_impl = "patches"
         _set(bad, field, value)
         with pytest.raises(ValueError) as err:
             validate_config(bad)
         message = str(err.value)
-        assert "config.model.slowonly.stem_impl='patches'" in message
         assert (
-            "1 x odd x odd conv1_kernel" in message
-            and "--config.model.slowonly.stem_impl=conv" in message
+            f"config.model.slowonly.stem_impl='patches': 'patches' cannot be used: {reason}"
+            in message
         )
+        assert "--config.model.slowonly.stem_impl=conv" in message
+    # A malformed kernel is its own field's problem, not a crash in the stem's rule.
+    bad = valid_config()
+    bad.model.slowonly.stem_impl = "patches"
+    bad.model.slowonly.conv1_kernel = (7, 7)
+    with pytest.raises(ValueError) as err:
+        validate_config(bad)
+    assert "config.model.slowonly.conv1_kernel=(7, 7): must be 3 positive sizes" in str(err.value)
+    assert "stem_impl" not in str(err.value)
