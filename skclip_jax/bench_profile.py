@@ -250,15 +250,17 @@ def profile(
     _, tokens, _ = jax.jit(video)(params, volume)
     pair_ids = jnp.concatenate([ids] * 3)
     pair_mask = jnp.concatenate([mask] * 3)
-    pair_tokens = jnp.concatenate([tokens] * 3)
+    # As the train step pairs them: every clip with two texts, and a third text with a (here: the same) clip.
+    pair_clips = jnp.concatenate([jnp.arange(tokens.shape[0])] * 3)
 
-    def fusion_loss(params, pair_tokens):
+    def fusion_loss(params, tokens):
         logits = model.apply(
             {"params": params},
             pair_ids,
             pair_mask,
-            pair_tokens,
+            tokens,
             True,
+            pair_clips,
             method=skclip.SkeletonCLIP.match_logits,
             rngs={"dropout": key},
         )
@@ -268,7 +270,7 @@ def profile(
         f"fusion fwd+bwd ({pair_ids.shape[0]} pairs)",
         jax.jit(jax.grad(fusion_loss, argnums=(0, 1))),
         params,
-        pair_tokens,
+        tokens,
     )
 
     grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)

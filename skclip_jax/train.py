@@ -393,13 +393,16 @@ def compute_losses(
         neg_text, neg_video, has_negative = out["neg_text"], out["neg_video"], out["has_negative"]
         pair_ids = jnp.concatenate([ids, ids[neg_text], ids])
         pair_mask = jnp.concatenate([mask, mask[neg_text], mask])
-        pair_tokens = jnp.concatenate([video_tokens, video_tokens, video_tokens[neg_video]])
+        # Pairs: (clip i, its text), (clip i, hardest negative text), (hardest negative clip, text i).
+        batch_index = jnp.arange(labels.shape[0])
+        pair_clips = jnp.concatenate([batch_index, batch_index, neg_video])
         logits = model.apply(
             {"params": params},
             pair_ids,
             pair_mask,
-            pair_tokens,
+            video_tokens,
             True,
+            pair_clips,
             method=skclip.SkeletonCLIP.match_logits,
             rngs={"dropout": fusion_rng},
         )

@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -219,6 +220,64 @@ def test_text_mode_init_creates_cross_attention_and_dropout():
 
     bf16 = text.TextEncoder(cfg, dtype=jnp.bfloat16).apply({"params": from_text}, ids, mask, video)
     assert bf16.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(bf16)))
+
+
+def _dot_lhs_shapes(fn, *args):
+    """The lhs shapes of every dot_general in ``fn``'s jaxpr, nested jaxprs included."""
+    shapes = []
+
+    def visit(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                shapes.append(tuple(eqn.invars[0].aval.shape))
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                visit(sub)
+
+    visit(jax.make_jaxpr(fn)(*args).jaxpr)
+    return shapes
+
+
+def test_context_index_equals_gathered_clips_and_projects_each_clip_once():
+    """CSI's pairs share clips: with ``context_index`` the cross-attention keys and values are computed per
+    clip and gathered, the same outputs and gradients (dropout on, same key) as per-pair clip features."""
+    cfg = text.tiny_bert_config(vocab_size=50, dropout=0.2)
+    model = text.TextEncoder(cfg)
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.integers(5, 50, (6, 7)), jnp.int32)
+    mask = jnp.asarray(np.arange(7)[None] < rng.integers(3, 8, (6, 1)), jnp.int32)
+    clips = jnp.asarray(rng.standard_normal((3, 4, 32)), jnp.float32)
+    index = jnp.asarray([0, 1, 2, 0, 1, 1], jnp.int32)  # clip 2 once, clip 1 three times
+    params = text.init_text_params(model, jax.random.key(0))
+    key = jax.random.key(3)
+
+    def per_pair(params, clips):
+        out = model.apply({"params": params}, ids, mask, clips[index], False, rngs={"dropout": key})
+        return out, jnp.sum(out * jnp.arange(32.0))
+
+    def per_clip(params, clips):
+        out = model.apply({"params": params}, ids, mask, clips, False, index, rngs={"dropout": key})
+        return out, jnp.sum(out * jnp.arange(32.0))
+
+    per_pair, per_clip = jax.jit(per_pair), jax.jit(per_clip)
+    want, got = per_pair(params, clips)[0], per_clip(params, clips)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.abs(np.asarray(want[0] - want[3])).max() > 1e-3  # texts differ, so outputs do
+    g_want = jax.jit(jax.grad(lambda p, c: per_pair(p, c)[1], argnums=(0, 1)))(params, clips)
+    g_got = jax.jit(jax.grad(lambda p, c: per_clip(p, c)[1], argnums=(0, 1)))(params, clips)
+    for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert float(jnp.abs(g_got[1][2]).max()) > 0  # the clip used once gets its gradient too
+
+    # Keys and values: one product per layer each on the 3 clips, none on 6 gathered copies.
+    lhs = _dot_lhs_shapes(lambda p, c: per_clip(p, c)[0], params, clips)
+    assert lhs.count((3, 4, 32)) == 2 * cfg.num_hidden_layers
+    assert (6, 4, 32) not in lhs
+    assert _dot_lhs_shapes(lambda p, c: per_pair(p, c)[0], params, clips).count((6, 4, 32)) == 4
+
+    with pytest.raises(ValueError, match="one clip index per text"):
+        model.apply({"params": params}, ids, mask, clips, True, index[:4])
+    with pytest.raises(ValueError, match="needs encoder_hidden_states"):
+        model.apply({"params": params}, ids, mask, None, True, index)
 
 
 def test_msgpack_checkpoint_roundtrip(tmp_path):

@@ -114,13 +114,20 @@ class SkeletonCLIP(nn.Module):
         attention_mask: jax.Array,
         video_tokens: jax.Array,
         train: bool,
+        clip_index: jax.Array | None = None,
     ) -> jax.Array:
-        """BERT fusion mode: [ENC] + prompt attending to a clip's frames -> match/no-match logits [N, 2]."""
+        """BERT fusion mode: [ENC] + prompt attending to a clip's frames -> match/no-match logits [N, 2].
+
+        ``video_tokens`` is ``[N, T, H_bert]``, one clip per prompt, or with ``clip_index`` (``[N]``) the ``[C, T,
+        H_bert]`` distinct clips that prompt ``n`` attends to clip ``clip_index[n]`` of (the keys and values of
+        each clip are then computed once: ``TextEncoder``'s ``context_index``).
+        """
         fused = self.text_encoder(
             text.to_fusion_ids(input_ids, self.enc_token_id),
             attention_mask,
             encoder_hidden_states=video_tokens,
             deterministic=not train,
+            context_index=clip_index,
         )
         return self.match_head(fused).astype(jnp.float32)
 

@@ -20,6 +20,7 @@ A checkpoint (``load_checkpoint_params``) has the same tree without the ``"bert"
 without ``crossattention``, plus usually a ``pooler`` that we do not use.
 """
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -217,6 +218,7 @@ class TextEncoder(nn.Module):
         attention_mask: jax.Array,
         encoder_hidden_states: jax.Array | None = None,
         deterministic: bool = True,
+        context_index: jax.Array | None = None,
     ) -> jax.Array:
         """Encodes token ids, optionally attending to frame features.
 
@@ -224,8 +226,13 @@ class TextEncoder(nn.Module):
           input_ids: ``[N, L]`` int ids; [CLS] first for text mode, [ENC] first for fusion mode.
           attention_mask: ``[N, L]`` 1 for real tokens, 0 for padding.
           encoder_hidden_states: ``[N, T, D]`` frame features at the BERT width D, or None for
-            text mode. All T frames are attended to.
+            text mode. All T frames are attended to. With ``context_index``: ``[C, T, D]``, the
+            distinct clips.
           deterministic: disable dropout; when False pass ``rngs={"dropout": key}``.
+          context_index: ``[N]`` ints, the clip (row of ``encoder_hidden_states``) that text ``n``
+            attends to. The same result as passing ``encoder_hidden_states[context_index]``, but each
+            layer's cross-attention keys and values are computed once per clip, not once per pair
+            (CSI's 3B pairs hold B clips: 2/3 of those products saved).
 
         Returns:
           ``[N, D]`` last hidden state at position 0.
@@ -240,20 +247,29 @@ class TextEncoder(nn.Module):
                 f"encoder_hidden_states must have the BERT width {hidden} (project the frame "
                 f"features first), got shape {encoder_hidden_states.shape}"
             )
+        if context_index is not None and (
+            encoder_hidden_states is None or context_index.shape != input_ids.shape[:1]
+        ):
+            raise ValueError(
+                "context_index needs encoder_hidden_states and one clip index per text: "
+                f"got {None if context_index is None else context_index.shape} for "
+                f"{input_ids.shape[0]} texts"
+            )
         bert = FlaxBertModule(self.config, dtype=self.dtype, add_pooling_layer=False, name="bert")
 
         def first_token(context: jax.Array | None) -> jax.Array:
             context_mask = None
             if context is not None:
-                context_mask = jnp.ones(context.shape[:2], jnp.int32)
-            out = bert(
-                input_ids,
-                attention_mask,
-                encoder_hidden_states=context,
-                encoder_attention_mask=context_mask,
-                deterministic=deterministic,
-                return_dict=False,
-            )
+                context_mask = jnp.ones((input_ids.shape[0], context.shape[1]), jnp.int32)
+            with _per_clip_cross_attention_projections(context_index):
+                out = bert(
+                    input_ids,
+                    attention_mask,
+                    encoder_hidden_states=context,
+                    encoder_attention_mask=context_mask,
+                    deterministic=deterministic,
+                    return_dict=False,
+                )
             return out[0][:, 0]
 
         if encoder_hidden_states is None and self.is_initializing():
@@ -261,6 +277,37 @@ class TextEncoder(nn.Module):
             # those params; one dummy fusion pass makes any init serve both modes.
             first_token(jnp.zeros((input_ids.shape[0], 1, hidden), self.dtype))
         return first_token(encoder_hidden_states)
+
+
+@contextlib.contextmanager
+def _per_clip_cross_attention_projections(context_index: jax.Array | None):
+    """Within it, every cross-attention key / value projection of ``FlaxBertModule`` runs on the clips and is
+    then gathered to the texts by ``context_index`` (nothing changes when it is None).
+
+    The projections are the only place where the cross-attention reads ``encoder_hidden_states``
+    (``FlaxBertSelfAttention`` with ``key_value_states``); a gather after a per-row linear map equals the
+    map of the gathered rows, and its gradient sums the pairs' cotangents per clip. Should a ``transformers``
+    release rename these modules, nothing is gathered and the attention's shapes disagree loudly
+    (``tests/test_text.py`` holds the result to the gathered input's).
+    """
+    if context_index is None:
+        yield
+        return
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        path = module.scope.path if module.scope is not None else ()
+        if (
+            context.method_name == "__call__"
+            and isinstance(module, nn.Dense)
+            and module.name in ("key", "value")
+            and "crossattention" in path
+        ):
+            return jnp.take(next_fun(*args, **kwargs), context_index, axis=0)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        yield
 
 
 def init_text_params(model: TextEncoder, rng: jax.Array, max_len: int = 8) -> Params:
