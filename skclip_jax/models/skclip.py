@@ -118,9 +118,9 @@ class SkeletonCLIP(nn.Module):
     ) -> jax.Array:
         """BERT fusion mode: [ENC] + prompt attending to a clip's frames -> match/no-match logits [N, 2].
 
-        ``video_tokens`` is ``[N, T, H_bert]``, one clip per prompt, or with ``clip_index`` (``[N]``) the ``[C, T,
-        H_bert]`` distinct clips that prompt ``n`` attends to clip ``clip_index[n]`` of (the keys and values of
-        each clip are then computed once: ``TextEncoder``'s ``context_index``).
+        ``video_tokens`` is ``[N, T, H_bert]``, one clip per prompt; or, with ``clip_index`` (``[N]``), ``[C, T,
+        H_bert]`` distinct clips, prompt ``n`` attending to clip ``clip_index[n]`` (each clip's cross-attention
+        keys and values are then computed once: ``TextEncoder``'s ``context_index``).
         """
         fused = self.text_encoder(
             text.to_fusion_ids(input_ids, self.enc_token_id),
