@@ -109,9 +109,8 @@ def persons_in(case):
     rng = np.random.default_rng(1)
     kp = rng.uniform(1, 17, (3, num_persons, 3, 17, 2)).astype(np.float32)
     score = rng.uniform(0.1, 1, (3, num_persons, 3, 17)).astype(np.float32)
-    kp[:, 0, ..., 0] = rng.uniform(
-        0, 5, kp.shape[2:4]
-    )  # person 0 left, person 1 right: windows 1.8 px wide
+    # Person 0 on the left, person 1 on the right: their windows (1.8 px wide) never meet.
+    kp[:, 0, ..., 0] = rng.uniform(0, 5, kp.shape[2:4])
     kp[:, 1, ..., 0] = rng.uniform(12, 17, kp.shape[2:4])
     absent = {"second_absent": [1], "third_absent": [2]}.get(case, [])
     kp[:, absent], score[:, absent] = 0.0, 0.0
