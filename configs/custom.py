@@ -7,20 +7,12 @@
 
 data.data_dir (the converter's --out_dir) is required; validation names it when it is empty.
 data.class_names_file holds one class name per line, line i = label i (empty: the dataset's metadata).
-Variants: `cpu` and the ablations in configs/variants.py.
+Variants: `cpu` and the ablations in skclip_jax/config_lib/variants.py.
 """
 
-import os
-import sys
+import ml_collections
 
-# Loaded by path by config_flags: make `configs` importable from any working directory.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import ml_collections  # noqa: E402
-
-from configs import variants  # noqa: E402
+from skclip_jax.config_lib import variants
 
 VARIANTS = {"cpu": variants.CPU}
 

@@ -5,20 +5,12 @@
 The driver generates the dataset in data.data_dir on first use (data.generate_synthetic, with the
 keyword arguments in data.synthetic for data_prep.synthetic.make_synthetic_dataset). Everything else
 is the real pipeline (heatmaps, SlowOnly, WFI, SSM, CSI) at toy sizes with the offline MiniLM text
-tower. Variants: `tiny` (a handful of steps, for CLI tests) and the ablations in configs/variants.py.
+tower. Variants: `tiny` (a handful of steps, for CLI tests) and the ablations in skclip_jax/config_lib/variants.py.
 """
 
-import os
-import sys
+import ml_collections
 
-# Loaded by path by config_flags: make `configs` importable from any working directory.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import ml_collections  # noqa: E402
-
-from configs import variants  # noqa: E402
+from skclip_jax.config_lib import variants
 
 
 def shrink_to_tiny(config: ml_collections.ConfigDict) -> None:

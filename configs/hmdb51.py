@@ -1,23 +1,15 @@
 """HMDB-51 with PYSKL's HRNet 2D skeletons (hmdb51_hrnet.pkl), the paper's recipe.
 
 Usage: `--config=configs/hmdb51.py[:variant,...]`, e.g. `configs/hmdb51.py:split2,cpu,nowfi`.
-Variants: `split1` (default) | `split2` | `split3`, `cpu`, and the ablations in configs/variants.py.
+Variants: `split1` (default) | `split2` | `split3`, `cpu`, and the ablations in skclip_jax/config_lib/variants.py.
 data.data_dir is the converter's --out_dir:
   python -m data_prep.pyskl --ann=hmdb51_hrnet.pkl --dataset=hmdb51 --out_dir=data/hmdb51
 The TFDS splits keep the pickle's names, `train1`/`test1` ... `train3`/`test3`.
 """
 
-import os
-import sys
+import ml_collections
 
-# Loaded by path by config_flags: make `configs` importable from any working directory.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import ml_collections  # noqa: E402
-
-from configs import variants  # noqa: E402
+from skclip_jax.config_lib import variants
 
 VARIANTS = variants.three_split_variants() | {"cpu": variants.CPU}
 

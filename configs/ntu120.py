@@ -3,7 +3,7 @@
 Not in the paper (which has NTU-60); here for the zero-shot literature's NTU-120 splits.
 Usage: `--config=configs/ntu120.py[:variant,...]`, e.g. `configs/ntu120.py:xset,zsl96_24`.
 Variants: `xsub` (default) | `xset`, `cpu`, the zero-shot splits `zsl110_10` | `zsl96_24` (SynSE),
-`templates`, and the ablations in configs/variants.py.
+`templates`, and the ablations in skclip_jax/config_lib/variants.py.
 data.data_dir is the converter's --out_dir (class names: data_prep/class_names/ntu120.txt):
   python -m data_prep.pyskl --ann=ntu120_hrnet.pkl --dataset=ntu120 --out_dir=data/ntu120
 
@@ -11,17 +11,9 @@ Splits keep the pickle's names: PYSKL's ntu120_hrnet.pkl has `xsub_train`/`xsub_
 `xset_train`/`xset_val`.
 """
 
-import os
-import sys
+import ml_collections
 
-# Loaded by path by config_flags: make `configs` importable from any working directory.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import ml_collections  # noqa: E402
-
-from configs import ntu60, open_vocab, variants  # noqa: E402
+from skclip_jax.config_lib import open_vocab, variants
 
 # SynSE's zero-shot splits (0-based indices in the NTU label order); TDSM (ICCV 2025) reports 74.2 / 65.1
 # ZSL top-1 on them with 3D skeletons.
@@ -34,8 +26,8 @@ ZSL_SPLITS = {
 # fmt: on
 
 VARIANTS = {
-    "xsub": ntu60.benchmark("xsub"),
-    "xset": ntu60.benchmark("xset"),
+    "xsub": variants.benchmark_splits("xsub"),
+    "xset": variants.benchmark_splits("xset"),
     "cpu": variants.CPU,
     **{
         name: open_vocab.zero_shot(unseen, f"zero-shot: SynSE's {name[3:]} split")

@@ -2,7 +2,7 @@
 
 Usage: `--config=configs/ntu60.py[:variant,...]`, e.g. `configs/ntu60.py:xview,fsdp`.
 Variants: `xsub` (default) | `xview`, `cpu`, the zero-shot splits `zsl55_5` | `zsl48_12` (SynSE),
-`templates`, and the ablations in configs/variants.py.
+`templates`, and the ablations in skclip_jax/config_lib/variants.py.
 data.data_dir is the converter's --out_dir:
   python -m data_prep.pyskl --ann=ntu60_hrnet.pkl --dataset=ntu60 --out_dir=data/ntu60
 
@@ -13,28 +13,9 @@ Splits keep the pickle's names: PYSKL's ntu60_hrnet.pkl has `xsub_train`/`xsub_v
 `sweep(add)` yields Table 1's four mapping x activation runs (trained without repeats, as the paper).
 """
 
-import os
-import sys
+import ml_collections
 
-# Loaded by path by config_flags: make `configs` importable from any working directory.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import ml_collections  # noqa: E402
-
-from configs import open_vocab, variants  # noqa: E402
-
-
-def benchmark(name: str) -> variants.Variant:
-    return variants.Variant(
-        variants.set_fields(
-            **{"data.train_split": f"{name}_train", "data.test_split": f"{name}_val"}
-        ),
-        "split",
-        f"cross-{name[1:]} benchmark ({name}_train / {name}_val)",
-    )
-
+from skclip_jax.config_lib import open_vocab, variants
 
 # SynSE's zero-shot splits (0-based indices in the NTU label order); TDSM (ICCV 2025) reports 86.5 / 56.0
 # ZSL top-1 on them with 3D skeletons.
@@ -44,8 +25,8 @@ ZSL_SPLITS = {
 }
 
 VARIANTS = {
-    "xsub": benchmark("xsub"),
-    "xview": benchmark("xview"),
+    "xsub": variants.benchmark_splits("xsub"),
+    "xview": variants.benchmark_splits("xview"),
     "cpu": variants.CPU,
     **{
         name: open_vocab.zero_shot(unseen, f"zero-shot: SynSE's {name[3:]} split")

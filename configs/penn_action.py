@@ -6,21 +6,13 @@ data.data_dir is the converter's --out_dir:
   python -m data_prep.penn_action --labels_dir=Penn_Action/labels --out_dir=data/penn_action
 
 Usage: `--config=configs/penn_action.py[:variant,...]`; variants: `cpu` and the ablations in
-configs/variants.py. `cpu` trains in <= 30 min on 2 CPU cores (96 % top-1 on the test split, measured); its
+skclip_jax/config_lib/variants.py. `cpu` trains in <= 30 min on 2 CPU cores (96 % top-1 on the test split, measured); its
 sizes are plain fields below so they can be retuned from the command line.
 """
 
-import os
-import sys
+import ml_collections
 
-# Loaded by path by config_flags: make `configs` importable from any working directory.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import ml_collections  # noqa: E402
-
-from configs import open_vocab, variants  # noqa: E402
+from skclip_jax.config_lib import open_vocab, variants
 
 
 def shrink_for_cpu(config: ml_collections.ConfigDict) -> None:

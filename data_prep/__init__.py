@@ -1,4 +1,5 @@
 """Offline converters from pose annotations to TFDS datasets of keypoints.
 
-skclip_jax never imports this package; it only reads the datasets it writes.
+The training driver imports `data_prep.synthetic` to generate the demo's data on first use; otherwise
+skclip_jax reads only the datasets these converters write.
 """

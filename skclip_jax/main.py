@@ -96,7 +96,7 @@ def ensure_demo_data(config) -> None:
     """The demo's synthetic dataset is generated on first use, so a fresh clone trains with one command.
 
     An existing directory is reused only if it was generated with the same `data.synthetic` settings: a dataset
-    of another seed or size must not stand in silently for the one the config names (trainer.SetupError).
+    of another seed or size must not stand in silently for the one the config names (train.SetupError).
     """
     if not config.data.get("generate_synthetic", False):
         return
@@ -104,7 +104,7 @@ def ensure_demo_data(config) -> None:
 
     # The entry point may use the offline converter; the library never does.
     from data_prep import synthetic, tfds_writer
-    from skclip_jax import trainer
+    from skclip_jax import train
 
     if jax.process_index() == 0:
         if not os.path.isdir(config.data.data_dir):
@@ -114,7 +114,7 @@ def ensure_demo_data(config) -> None:
                 config.data.data_dir, **config.data.synthetic.to_dict()
             )
         except tfds_writer.DataPrepError as e:
-            raise trainer.SetupError(
+            raise train.SetupError(
                 f"data.data_dir {config.data.data_dir} holds another dataset than data.synthetic "
                 f"describes ({e}); name a new data.data_dir for these settings or delete that directory"
             ) from None
@@ -141,7 +141,7 @@ def main(argv):
 
     import jax
 
-    from skclip_jax import checkpointing, compilation_cache, run_config, trainer
+    from skclip_jax import checkpointing, compilation_cache, run_config, train
 
     cache_dir = compilation_cache.enable(_COMPILATION_CACHE.value)
     config = _CONFIG.value
@@ -165,12 +165,12 @@ def main(argv):
         ensure_demo_data(config)
         os.makedirs(_WORKDIR.value, exist_ok=True)
         if _MODE.value == "train":
-            result = trainer.train_and_evaluate(config, _WORKDIR.value)
+            result = train.train_and_evaluate(config, _WORKDIR.value)
         else:
-            result = trainer.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
+            result = train.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
     except (
-        trainer.SetupError,
-        trainer.NonFiniteLossError,
+        train.SetupError,
+        train.NonFiniteLossError,
         checkpointing.CheckpointWriteError,
     ) as e:
         logging.error("%s", e)
@@ -182,6 +182,11 @@ def main(argv):
         )
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `skclip-train` console script (and `python -m skclip_jax.main`)."""
     host_memory.reexec_with_fast_allocator()  # first: the allocator is chosen at start-up
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

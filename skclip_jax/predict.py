@@ -21,7 +21,6 @@ frames). OUTPUT defaults to WORKDIR/predict. Files are written atomically.
 """
 
 import dataclasses
-import functools
 import json
 import os
 import pickle
@@ -35,7 +34,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from skclip_jax import host_memory
+from skclip_jax import api, host_memory
+from skclip_jax.api import PredictError, validate_clip
 
 FLAGS = flags.FLAGS
 
@@ -65,10 +65,6 @@ PLOT_CLASSES = 3
 SKELETON_PANELS = 3
 
 
-class PredictError(ValueError):
-    """A bad input, class list, workdir or checkpoint: reported without a traceback."""
-
-
 @dataclasses.dataclass
 class Clip:
     """One clip to classify: where it came from and its PYSKL-style annotation."""
@@ -81,72 +77,6 @@ class Clip:
 
 # ---------------------------------------------------------------------------------------------------------
 # Inputs.
-
-
-def _array(value, name: str, where: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise PredictError(f"{where}: {name} is not a numeric array ({e})") from e
-    return arr
-
-
-def validate_clip(ann: dict[str, Any], where: str, num_keypoints: int) -> dict[str, Any]:
-    """Checks one annotation and returns PYSKL fields: keypoint [M, T, V, 2], keypoint_score [M, T, V], ...
-
-    Raises:
-      PredictError naming `where` and the problem (missing keypoint, wrong rank, V, NaN, empty clip).
-    """
-    if not isinstance(ann, dict) or "keypoint" not in ann:
-        raise PredictError(f"{where}: no 'keypoint' array")
-    kp = _array(ann["keypoint"], "keypoint", where)
-    if kp.ndim == 3:
-        kp = kp[None]
-    if kp.ndim != 4 or kp.shape[-1] != 2:
-        raise PredictError(
-            f"{where}: keypoint has shape {kp.shape}; expected [T, V, 2] or [M, T, V, 2] (x, y)"
-        )
-    m, t, v, _ = kp.shape
-    if m == 0 or t == 0:
-        raise PredictError(
-            f"{where}: empty clip (keypoint shape {kp.shape}: no person or no frame)"
-        )
-    if v != num_keypoints:
-        raise PredictError(
-            f"{where}: {v} keypoints per person, but the model takes {num_keypoints} (COCO-17 order)"
-        )
-    if not np.all(np.isfinite(kp)):
-        raise PredictError(f"{where}: keypoint has {int(np.sum(~np.isfinite(kp)))} NaN/inf values")
-    if ann.get("keypoint_score") is None:
-        score = np.ones(kp.shape[:-1])
-    else:
-        score = _array(ann["keypoint_score"], "keypoint_score", where)
-        if score.ndim == 2:
-            score = score[None]
-        if score.shape != kp.shape[:-1]:
-            raise PredictError(
-                f"{where}: keypoint_score has shape {score.shape}, expected {kp.shape[:-1]} "
-                "(keypoint without its last axis)"
-            )
-        if not np.all(np.isfinite(score)):
-            raise PredictError(f"{where}: keypoint_score has NaN/inf values")
-    if ann.get("img_shape") is None:
-        # The keypoints' bounding box (from the origin): only used when PoseCompact keeps the frame.
-        img_shape = (int(np.ceil(kp[..., 1].max())) + 1, int(np.ceil(kp[..., 0].max())) + 1)
-        img_shape = (max(img_shape[0], 1), max(img_shape[1], 1))
-    else:
-        shape = _array(ann["img_shape"], "img_shape", where).reshape(-1)
-        if shape.size != 2 or not np.all(shape > 0):
-            raise PredictError(
-                f"{where}: img_shape must be (height, width) > 0, got {shape.tolist()}"
-            )
-        img_shape = (int(shape[0]), int(shape[1]))
-    return {
-        "keypoint": kp.astype(np.float32),
-        "keypoint_score": score.astype(np.float32),
-        "img_shape": img_shape,
-        "total_frames": t,
-    }
 
 
 def _pyskl_clips(data, path: str, frame_dirs: Sequence[str] | None, test_split: str):
@@ -253,158 +183,6 @@ def parse_classes(classes: str | None, classes_file: str | None) -> tuple[str, .
 
 # ---------------------------------------------------------------------------------------------------------
 # Model and scoring.
-
-
-def score_clip(state, keypoint, keypoint_score, class_feats, *, model, opts):
-    """The run's test-time protocol for one clip, with WFI frame weights.
-
-    Args:
-      state: train state (params, batch_stats).
-      keypoint: [N, M, T, V, 2] the clip's N test views in the test volume's frame.
-      keypoint_score: [N, M, T, V].
-      class_feats: [L, E] class text features.
-
-    Returns:
-      probs [L]: softmax(similarity / temperature) averaged over views (and flips), as `train.eval_step`;
-      weights [L, T']: WFI frame weights of every class averaged over the views, T' = time steps after
-      SlowOnly's temporal strides.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from skclip_jax import train, wfi
-
-    frames = train.test_view_frames(state, keypoint, keypoint_score, model=model, opts=opts)
-    temperature = jnp.clip(state.params["temperature"], *opts.temperature_range)
-    sim = wfi.pairwise_similarity(frames, class_feats, opts.activation)  # [views, L]
-    probs = jnp.mean(jax.nn.softmax(sim / temperature, axis=-1), axis=0)
-    cosines = jnp.einsum(
-        "vtc,lc->vlt", wfi.l2_normalize(frames), wfi.l2_normalize(class_feats)
-    )  # [views, L, T']
-    weights = jnp.mean(wfi.frame_weights(cosines, opts.activation), axis=0)
-    return probs, weights
-
-
-@dataclasses.dataclass
-class Predictor:
-    """A restored run ready to score clips: the state, the compiled scorer and the class features."""
-
-    config: Any
-    state: Any
-    step: int
-    scorer: Any
-    encode: Any
-    tokenizer: Any
-    model: Any = None
-    # The text tower's position table: the longest class text it can read.
-    max_text_positions: int = 512
-    opts: Any = None
-    class_names: tuple[str, ...] = ()
-    class_feats: Any = None
-
-    def set_classes(
-        self, class_names: Sequence[str], descriptions: dict[str, list[str]] | None = None
-    ):
-        """Encodes the class texts once (the run's templates, plus descriptions where given)."""
-        from skclip_jax import class_texts
-
-        texts = class_texts.class_texts(
-            class_names, class_texts.templates_of(self.config.data), descriptions
-        )
-        # As long as the longest text needs (never shorter than training's): a new name is never cut.
-        length = class_texts.fitting_length(
-            self.tokenizer, texts, self.config.data.max_text_len, self.max_text_positions
-        )
-        tokens = class_texts.tokens_for(self.tokenizer, texts, length)
-        self.class_names = tuple(class_names)
-        self.class_feats = self.encode(self.state, tokens)
-
-    def views(self, clip: Clip) -> dict[str, np.ndarray]:
-        """The clip's test views, [N, M, T, V, 2] and [N, M, T, V], always of the config's shape."""
-        from skclip_jax import pose_transforms
-
-        d = self.config.data
-        return pose_transforms.test_transform(
-            clip.sample,
-            clip_len=d.clip_len,
-            num_clips=d.num_test_clips,
-            out_size=d.test_size,
-            num_persons=d.num_persons,
-        )
-
-    def __call__(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
-        """(probs [L], frame weights [L, T']) of one clip."""
-        import jax
-
-        views = self.views(clip)
-        probs, weights = self.scorer(
-            self.state, views["keypoint"], views["keypoint_score"], self.class_feats
-        )
-        return jax.device_get((probs, weights))
-
-
-def build_predictor(config, workdir: str, step: int | None = None) -> Predictor:
-    """Restores the run's parameters (latest or `step`) on one device and jits the encoders and scorer.
-
-    Raises:
-      PredictError: no checkpoint, an unknown step, or a config that cannot build the model.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from skclip_jax import checkpointing, config_validation, sharding, train
-    from skclip_jax.models import text
-
-    try:
-        config_validation.validate_config(config)
-        bert_dir = text.resolve_bert_dir(config.model.text.bert_dir)
-        tokenizer, enc_token_id = text.load_tokenizer(bert_dir)
-        bert_config = text.bert_config(bert_dir, len(tokenizer), config.model.text.dropout)
-    except (ValueError, FileNotFoundError) as e:
-        raise PredictError(str(e)) from e
-    model = train.build_model(config, bert_config, enc_token_id)
-    tx = train.make_optimizer(config, lambda count: 0.0)  # only its state's structure is needed.
-    volume = jnp.zeros((1, 4, 16, 16, config.model.slowonly.in_channels), jnp.float32)
-    ids = jnp.zeros((1, config.data.max_text_len), jnp.int32)
-
-    def init_fn(rng):
-        variables = model.init({"params": rng, "dropout": rng}, volume, ids, jnp.ones_like(ids))
-        return train.TrainState.create(
-            apply_fn=model.apply,
-            params=variables["params"],
-            tx=tx,
-            batch_stats=variables["batch_stats"],
-        )
-
-    abstract = jax.eval_shape(init_fn, jax.random.key(0))
-    mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
-    shardings = sharding.state_shardings(mesh, abstract, False)
-    manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints, read_only=True)
-    try:
-        if manager.latest_step() is None:
-            raise PredictError(
-                f"no checkpoint in {checkpointing.checkpoint_dir(workdir)}; pass --workdir of a trained run"
-            )
-        try:
-            state, position = checkpointing.restore(manager, abstract, shardings, step)
-        except FileNotFoundError as e:
-            raise PredictError(str(e)) from e
-    finally:
-        manager.close()
-    opts = train.StepOptions.from_config(config)
-    scorer = jax.jit(functools.partial(score_clip, model=model, opts=opts))
-    encode = jax.jit(functools.partial(train.encode_classes, model=model))
-    return Predictor(
-        config,
-        state,
-        int(position["step"]),
-        scorer,
-        encode,
-        tokenizer,
-        model=model,
-        max_text_positions=bert_config.max_position_embeddings,
-        opts=opts,
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -544,39 +322,15 @@ def run(
 
     Returns the predictions.jsonl records. Raises PredictError before writing anything on bad input.
     """
-    from skclip_jax import class_texts, input_pipeline, run_config
-
     if top_k < 1:
         raise PredictError(f"--top_k must be >= 1, got {top_k}")
-    clips = load_clips(inputs, config.data.num_keypoints, frame_dirs, config.data.test_split)
-    run_classes = run_config.load_class_names(workdir)
-    if run_classes is None:
-        try:
-            run_classes = input_pipeline.load_dataset_info(
-                config.data.data_dir, config.data.class_names_file
-            ).class_names
-        except (ValueError, FileNotFoundError) as e:
-            raise PredictError(
-                f"{workdir} has no class_names.txt and the run's dataset is unreadable ({e}); "
-                "pass --classes or --classes_file"
-            ) from e
-    class_names = tuple(class_names) if class_names else tuple(run_classes)
-    descriptions = None
-    path = config.data.get("class_descriptions_file", "")
-    if path:
-        try:
-            descriptions = class_texts.load_descriptions(path, run_classes)
-        except (ValueError, FileNotFoundError) as e:
-            raise PredictError(str(e)) from e
-        # Open vocabulary: descriptions apply to the listed classes that have them.
-        key = {class_texts.class_name_text(n).lower(): n for n in class_names}
-        descriptions = {
-            key[class_texts.class_name_text(n).lower()]: d
-            for n, d in descriptions.items()
-            if class_texts.class_name_text(n).lower() in key
-        }
+    from skclip_jax import run_config
 
-    predictor = build_predictor(config, workdir, step)
+    clips = load_clips(inputs, config.data.num_keypoints, frame_dirs, config.data.test_split)
+    run_classes = api.run_class_names(config, workdir)
+    class_names = tuple(class_names) if class_names else run_classes
+    descriptions = api.class_descriptions(config, run_classes, class_names)
+    predictor = api.restore(config, workdir, step)
     start = time.perf_counter()
     predictor.set_classes(class_names, descriptions)
     logging.info(
@@ -590,7 +344,7 @@ def run(
     records, seconds = [], []
     for clip, name in zip(clips, unique_names(clips), strict=True):
         start = time.perf_counter()
-        probs, weights = predictor(clip)
+        probs, weights = predictor(clip.sample)
         seconds.append(time.perf_counter() - start)
         positions = frame_positions(clip, config, weights.shape[-1])
         print(format_table(clip, class_names, probs, top_k) + "\n", file=out, flush=True)
@@ -635,7 +389,12 @@ def main(argv):
         sys.exit(1)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `skclip-predict` console script (and `python -m skclip_jax.predict`)."""
     host_memory.reexec_with_fast_allocator()  # first: the allocator is chosen at start-up
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,600 +1,424 @@
-"""Train state, optimizer and the jitted, sharded train and eval steps of SkeletonCLIP++.
+"""The training program: data, model and steps joined into a resumable, preemptible, evaluated run.
 
-One training iteration (heatmap rendering, both towers, WFI, SSM, CSI mining and the fusion pass, the update) is a
-single jitted function over the mesh; nothing in it leaves the device or depends on data values for its shape.
+`train_and_evaluate` trains (resuming from WORKDIR/checkpoints when possible) and evaluates periodically;
+`evaluate_checkpoint` scores a saved checkpoint on the test split. Both write metrics.jsonl, TensorBoard scalars and
+the PNG plots in the workdir from process 0 only.
 """
 
 import dataclasses
-import functools
-from collections.abc import Callable
+import math
+import signal
+import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from flax.training import train_state
-from jax.sharding import Mesh
+from absl import logging
+from tqdm import tqdm
 
-from skclip_jax import class_texts, csi, heatmap_patches, heatmaps, losses, sharding, wfi
-from skclip_jax.models import patch_stem, skclip
-
-Batch = dict[str, jax.Array]
-
-
-class TrainState(train_state.TrainState):
-    batch_stats: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class StepOptions:
-    """The config values the steps close over (plain Python, so nothing config-shaped is traced)."""
-
-    train_size: int
-    test_size: int
-    sigma: float
-    with_limb: bool
-    test_flip: bool
-    activation: str
-    ssm_targets: str
-    csi: bool
-    csi_weight: float
-    csi_negatives: str
-    temperature_range: tuple[float, float]
-    group_size: int
-    # Keypoints reach the stem as HeatmapPatches instead of rendered volumes (models/patch_stem.py).
-    stem_patches: bool = False
-
-    @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict) -> "StepOptions":
-        stem_impl = patch_stem.resolve(
-            config.model.slowonly.get("stem_impl", "conv"),
-            with_limb=config.data.with_limb,
-            conv1_kernel=tuple(config.model.slowonly.conv1_kernel),
-            num_persons=config.data.num_persons,
-            sigma=config.data.sigma,
-            size=min(config.data.train_size, config.data.test_size),
-        )
-        return cls(
-            train_size=config.data.train_size,
-            test_size=config.data.test_size,
-            sigma=config.data.sigma,
-            with_limb=config.data.with_limb,
-            test_flip=config.data.test_flip,
-            activation=config.model.activation,
-            ssm_targets=config.model.ssm_targets,
-            csi=config.model.csi,
-            csi_weight=config.model.csi_weight,
-            csi_negatives=config.model.csi_negatives,
-            temperature_range=tuple(config.model.temperature_range),
-            group_size=config.model.contrastive_group_size,
-            stem_patches=stem_impl == "patches",
-        )
+from skclip_jax import (
+    checkpointing,
+    class_texts,
+    evaluators,
+    factory,
+    host_memory,
+    input_pipeline,
+    metrics_io,
+    plots,
+    prefetch,
+    run_config,
+    sharding,
+    steps,
+)
+from skclip_jax.config_lib import validation
 
 
-def learning_rate_schedule(
-    base_lr: float, total_steps: int, warmup_steps: int, warmup_ratio: float, min_lr: float = 0.0
-) -> optax.Schedule:
-    """The original's mmcv schedule: cosine from base_lr to min_lr over all steps; the linear warm-up scales it.
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stops before saving anything from that state."""
 
-    During warm-up lr = cosine(step) * (1 - (1 - step / warmup_steps) * (1 - warmup_ratio)).
+
+class SetupError(ValueError):
+    """A bad config value, a missing directory or checkpoint: reported without a traceback."""
+
+
+class _Preemption:
+    """Turns SIGTERM (a preempted VM, a SLURM time limit) into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            del frame
+            logging.warning("Signal %d received: saving a checkpoint and exiting.", signum)
+            self.requested = True
+
+        self._previous = signal.signal(signal.SIGTERM, handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+@dataclasses.dataclass
+class Experiment:
+    """Everything built once per run: data description, tokens, compiled steps, state and shardings."""
+
+    config: ml_collections.ConfigDict
+    info: input_pipeline.DatasetInfo
+    mesh: Any
+    class_tokens: dict[str, jax.Array]
+    steps_per_epoch: int
+    total_steps: int
+    state: factory.TrainState
+    state_shardings: Any
+    steps: steps.CompiledSteps
+    # Zero-shot runs (data.unseen_classes): the held-out classes, and the seen classes' tokens that
+    # training uses (its labels count the seen classes only); evaluation uses class_tokens (all).
+    unseen: tuple[int, ...] = ()
+    train_class_tokens: dict[str, jax.Array] | None = None
+
+
+def total_steps_of(config, steps_per_epoch: int) -> int:
+    return config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
+
+
+def every(config_value: int, steps_per_epoch: int) -> int:
+    """A period in steps; -k means every k epochs, so -1 is once per epoch (validation rejects 0)."""
+    return config_value if config_value > 0 else -config_value * steps_per_epoch
+
+
+def build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool = True) -> Experiment:
+    """Data, tokens, model, optimizer, initial state and compiled steps.
+
+    load_pretrained=False skips reading the BERT checkpoint when a restored state will replace the weights anyway.
     """
-
-    def schedule(step):
-        step = jnp.asarray(step, jnp.float32)
-        progress = jnp.clip(step / max(total_steps, 1), 0.0, 1.0)
-        lr = min_lr + (base_lr - min_lr) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-        if warmup_steps > 0:
-            factor = 1.0 - (1.0 - step / warmup_steps) * (1.0 - warmup_ratio)
-            lr = jnp.where(step < warmup_steps, lr * factor, lr)
-        return lr
-
-    return schedule
+    try:
+        return _build_experiment(config, load_pretrained)
+    except (ValueError, FileNotFoundError) as e:
+        raise SetupError(str(e)) from e
 
 
-# Optimiser parameter groups: the two encoders, BERT's new cross-attention layers, and everything else (the
-# joint-space projections, the fusion projection, the match head and the temperature), which trains at the base lr.
-PARAM_GROUPS = ("video", "text", "crossattn", "head")
-
-
-def param_group_labels(params, text_regime: str):
-    """'video' | 'text' | 'crossattn' | 'head' | 'frozen' per leaf.
-
-    BERT's cross-attention layers are new (no checkpoint has them), so they are a group of their own
-    (`optim.crossattn_lr_mult`); `text_regime="frozen"` freezes BERT's pretrained weights but not them.
-    """
-
-    def label(path, _):
-        names = [getattr(k, "key", str(k)) for k in path]
-        if names[0] == "video_encoder":
-            return "video"
-        if names[0] != "text_encoder":
-            return "head"
-        if any("crossattention" in n for n in names):
-            return "crossattn"
-        return "frozen" if text_regime == "frozen" else "text"
-
-    return jax.tree_util.tree_map_with_path(label, params)
-
-
-def group_multipliers(optim: ml_collections.ConfigDict) -> dict[str, tuple[float, float]]:
-    """(lr multiplier, weight-decay multiplier) of each group, from the `optim` fields.
-
-    As mmcv's `paramwise_cfg`: a group's lr is `optim.lr * lr_mult` and its decay `optim.weight_decay *
-    decay_mult`; the original trains the cross-attention layers as part of BERT (crossattn_lr_mult =
-    text_lr_mult) and decays both encoders with `encoder_decay_mult`.
-    """
-    decay = optim.encoder_decay_mult
-    return {
-        "video": (optim.video_lr_mult, decay),
-        "text": (optim.text_lr_mult, decay),
-        "crossattn": (optim.crossattn_lr_mult, decay),
-        "head": (1.0, 1.0),
+def _build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool) -> Experiment:
+    validation.validate_config(config)
+    config = input_pipeline.with_calibration_split(config)
+    named_splits = {
+        "train_split": config.data.train_split,
+        "test_split": config.data.test_split,
+        "calibration_split": config.data.calibration_split,
     }
-
-
-def _decay_mask(params):
-    # The temperature is a scale, not a weight: decaying it towards 0 would sharpen the logits for no reason.
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: getattr(path[-1], "key", None) != "temperature", params
+    info = input_pipeline.load_dataset_info(
+        config.data.data_dir,
+        config.data.class_names_file,
+        slices=[split for split in named_splits.values() if split],
     )
-
-
-def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
-    """``g * min(1, max_norm / ||g||)`` over the whole tree: one scalar multiply per element, as PyTorch's
-    ``clip_grad_norm_`` (the original's).
-
-    Why not ``optax.clip_by_global_norm``: it selects per element between ``g`` and ``g / ||g|| * max_norm``, a
-    division that XLA:CPU computes inside both Adam moment fusions. The paper-size update (140 M parameters,
-    clipping + AdamW, donated) took 262 ms with it and 136 ms with this on the 2-core CPU; the values agree to
-    float rounding (tests/test_schedule_sharding.py).
-    """
-
-    def update(updates, state, params=None):
-        del params
-        scale = jnp.minimum(1.0, max_norm / optax.tree.norm(updates))
-        return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
-
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-
-
-def gradient_clipping(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Global-norm clipping at `optim.clip_norm` over the trainable parameters only.
-
-    Frozen gradients are zeroed first, so, as PyTorch's `clip_grad_norm_` over the parameters that require
-    grad, a frozen BERT does not shrink the clip scale of everything else.
-    """
-    labels = functools.partial(param_group_labels, text_regime=config.model.text.regime)
-
-    def frozen_mask(params):
-        return jax.tree.map(lambda label: label == "frozen", labels(params))
-
-    return optax.chain(
-        optax.masked(optax.set_to_zero(), frozen_mask),
-        clip_by_global_norm(config.optim.clip_norm),
-    )
-
-
-def make_optimizer(
-    config: ml_collections.ConfigDict, schedule: optax.Schedule
-) -> optax.GradientTransformation:
-    """`gradient_clipping`, then AdamW per parameter group (`group_multipliers`); frozen leaves get no update."""
-    optim = config.optim
-    labels = functools.partial(param_group_labels, text_regime=config.model.text.regime)
-
-    def adamw(lr_mult, decay_mult):
-        return optax.adamw(
-            lambda step: schedule(step) * lr_mult,
-            weight_decay=optim.weight_decay * decay_mult,
-            mask=_decay_mask,
-        )
-
-    transforms = {name: adamw(*mults) for name, mults in group_multipliers(optim).items()}
-    transforms["frozen"] = optax.set_to_zero()
-    return optax.chain(gradient_clipping(config), optax.multi_transform(transforms, labels))
-
-
-def create_train_state(
-    model: skclip.SkeletonCLIP,
-    tx: optax.GradientTransformation,
-    mesh: Mesh,
-    rng: jax.Array,
-    *,
-    num_keypoints: int,
-    max_text_len: int,
-    shard_params: bool = False,
-    init_on_host: bool | None = None,
-) -> tuple[TrainState, Any]:
-    """Initialises the state with its shardings; returns (state, shardings).
-
-    ``init_on_host`` (default: on every backend but the CPU) runs the init program on the host's CPU and then
-    places each leaf on its sharding. The init is ~3,500 small random-number ops that run once: on an H200 its
-    compilation into as many GPU kernels took 84 s of a paper-size run's start-up; the host compiles it
-    unoptimised in seconds. On the CPU backend the params are born sharded (no host copy). Either way the values
-    are the same: threefry random bits do not depend on the backend.
-    """
-
-    def init_fn(rng):
-        # SlowOnly's parameters do not depend on T, H, W: initialise on a tiny volume.
-        volume = jnp.zeros((1, 4, 16, 16, num_keypoints), jnp.float32)
-        ids = jnp.zeros((1, max_text_len), jnp.int32)
-        params_rng, dropout_rng = jax.random.split(rng)
-        variables = model.init(
-            {"params": params_rng, "dropout": dropout_rng}, volume, ids, jnp.ones_like(ids)
-        )
-        return TrainState.create(
-            apply_fn=model.apply,
-            params=variables["params"],
-            tx=tx,
-            batch_stats=variables["batch_stats"],
-        )
-
-    abstract = jax.eval_shape(init_fn, rng)
-    shardings = sharding.state_shardings(mesh, abstract, shard_params)
-    if init_on_host is None:
-        init_on_host = jax.default_backend() != "cpu"
-    if not init_on_host:
-        lowered = jax.jit(init_fn, out_shardings=shardings).lower(rng)
-        options = _RUN_ONCE_CPU_OPTIONS if jax.default_backend() == "cpu" else None
-        return lowered.compile(compiler_options=options)(rng), shardings
-    host = jax.local_devices(backend="cpu")[0]
-    host_rng = jax.device_put(rng, host)
-    with jax.default_device(host):
-        lowered = jax.jit(init_fn).lower(host_rng)
-        host_state = lowered.compile(compiler_options=_RUN_ONCE_CPU_OPTIONS)(host_rng)
-
-    def place(leaf, leaf_sharding):
-        # Every process computes the same host state, so each fills its own shards (multi-host too).
-        value = np.asarray(leaf)
-        return jax.make_array_from_callback(value.shape, leaf_sharding, lambda idx: value[idx])
-
-    return jax.tree.map(place, host_state, shardings), shardings
-
-
-# XLA:CPU options for a program that runs once (the init): skip LLVM's optimisation. Optimising the init's
-# kernels took 14-18 s of the demo's start-up for a program that then runs in 0.3 s (unoptimised: 7 s to
-# compile, 2 s to run).
-_RUN_ONCE_CPU_OPTIONS = {
-    "xla_backend_optimization_level": 0,
-    "xla_llvm_disable_expensive_passes": True,
-}
-
-
-def render_volume(
-    keypoint: jax.Array, score: jax.Array, size: int, opts: StepOptions
-) -> jax.Array | heatmap_patches.HeatmapPatches:
-    """Keypoints [..., M, T, V, 2] -> heatmap volumes [..., T, size, size, C] on the device.
-
-    With ``opts.stem_patches`` the volumes come as ``HeatmapPatches``, which the stem convolves unrendered.
-    """
-    if opts.stem_patches:
-        return heatmap_patches.keypoint_patches(keypoint, score, size, size, sigma=opts.sigma)
-    return heatmaps.render_heatmaps(
-        keypoint, score, size, size, sigma=opts.sigma, with_limb=opts.with_limb
-    )
-
-
-def group_view(x: jax.Array, group_size: int) -> jax.Array:
-    """[B, ...] -> [G, g, ...] contrastive groups of consecutive rows (group_size 0 or >= B: one group of all B)."""
-    g = group_size if 0 < group_size < x.shape[0] else x.shape[0]
-    return x.reshape((x.shape[0] // g, g) + x.shape[1:])
-
-
-def grouped_contrastive(
-    frames: jax.Array,
-    texts: jax.Array,
-    labels: jax.Array,
-    temperature: jax.Array,
-    rng: jax.Array,
-    opts: StepOptions,
-) -> dict[str, jax.Array]:
-    """SSM loss, in-group similarities and CSI negatives, each contrastive group on its own (vmapped).
-
-    The original trains on 2 GPUs x 16 clips and never gathers across GPUs, so its soft targets, its negative
-    pool and its single-label check see 16 clips; `opts.group_size` reproduces that for any mesh and batch.
-
-    Args:
-      frames: [B, T, E] joint-space frame features.
-      texts: [B, E] the batch's own prompts ("batch" targets) or [L, E] all class prompts ("all_classes").
-      labels: [B] integer labels.
-      temperature: scalar.
-      rng: key for sampled negatives.
-      opts: step options (activation, targets, negatives mode, group size).
-
-    Returns:
-      ssm: scalar loss (mean over groups; for "all_classes" the mean over clips, which groups do not change);
-      pair_sim: [G, g, g] in-group similarities; neg_text, neg_video: [B] global row indices of each clip's
-      negative text and each text's negative clip; has_negative: [B] bool.
-    """
-    group_labels = group_view(labels, opts.group_size)
-    num_groups, g = group_labels.shape
-    if opts.ssm_targets == "batch":
-        pair_sim = jax.vmap(functools.partial(wfi.pairwise_similarity, activation=opts.activation))(
-            group_view(frames, opts.group_size), group_view(texts, opts.group_size)
-        )  # [G, g, g]
-        ssm = jnp.mean(
-            jax.vmap(losses.ssm_loss, in_axes=(0, 0, None))(pair_sim, group_labels, temperature)
-        )
-    elif opts.ssm_targets == "all_classes":
-        class_sim = wfi.pairwise_similarity(frames, texts, opts.activation)  # [B, L]
-        ssm = losses.ssm_loss_all_classes(class_sim, labels, temperature)
-        # In-group text j is class group_labels[j]: its column of the class similarities.
-        pair_sim = jax.vmap(lambda sim, lab: sim[:, lab])(
-            group_view(class_sim, opts.group_size), group_labels
-        )
-    else:
-        raise ValueError(
-            f"model.ssm_targets must be 'batch' or 'all_classes', got {opts.ssm_targets!r}"
-        )
-
-    def negatives(sim, group_labels, key, temperature):
-        return csi.hardest_negatives(sim, group_labels, opts.csi_negatives, key, temperature)
-
-    neg_text, neg_video, has_negative = jax.vmap(negatives, in_axes=(0, 0, 0, None))(
-        jax.lax.stop_gradient(pair_sim),
-        group_labels,
-        jax.random.split(rng, num_groups),
-        jax.lax.stop_gradient(temperature),
-    )
-    offset = (jnp.arange(num_groups, dtype=jnp.int32) * g)[:, None]
-    return {
-        "ssm": ssm,
-        "pair_sim": pair_sim,
-        "neg_text": (neg_text + offset).reshape(-1),
-        "neg_video": (neg_video + offset).reshape(-1),
-        "has_negative": has_negative.reshape(-1),
-    }
-
-
-def compute_losses(
-    params,
-    batch_stats,
-    batch: Batch,
-    class_tokens: Batch,
-    rng: jax.Array,
-    *,
-    model: skclip.SkeletonCLIP,
-    opts: StepOptions,
-):
-    """Forward pass and losses of one global batch; returns (loss, (metrics, new_batch_stats))."""
-    labels = batch["label"]
-    volume = render_volume(batch["keypoint"], batch["keypoint_score"], opts.train_size, opts)
-    video_rng, text_rng, fusion_rng, negative_rng = jax.random.split(rng, 4)
-
-    (frames, video_tokens), mutated = model.apply(
-        {"params": params, "batch_stats": batch_stats},
-        volume,
-        True,
-        method=skclip.SkeletonCLIP.encode_video,
-        mutable=["batch_stats"],
-        rngs={"dropout": video_rng},
-    )
-    apply_text = functools.partial(model.apply, {"params": params}, rngs={"dropout": text_rng})
-    ids = class_tokens["input_ids"][labels]
-    mask = class_tokens["attention_mask"][labels]
-    temperature = jnp.clip(params["temperature"], *opts.temperature_range)
-
-    if opts.ssm_targets == "all_classes":
-        texts = apply_text(
-            class_tokens["input_ids"],
-            class_tokens["attention_mask"],
-            True,
-            method=skclip.SkeletonCLIP.encode_text,
-        )
-    else:
-        texts = apply_text(ids, mask, True, method=skclip.SkeletonCLIP.encode_text)
-    out = grouped_contrastive(frames, texts, labels, temperature, negative_rng, opts)
-    ssm = out["ssm"]
-
-    metrics = {"ssm_loss": ssm, "temperature": temperature}
-    loss = ssm
-    if opts.csi:
-        neg_text, neg_video, has_negative = out["neg_text"], out["neg_video"], out["has_negative"]
-        pair_ids = jnp.concatenate([ids, ids[neg_text], ids])
-        pair_mask = jnp.concatenate([mask, mask[neg_text], mask])
-        # Pairs: (clip i, its text), (clip i, hardest negative text), (hardest negative clip, text i).
-        batch_index = jnp.arange(labels.shape[0])
-        pair_clips = jnp.concatenate([batch_index, batch_index, neg_video])
-        logits = model.apply(
-            {"params": params},
-            pair_ids,
-            pair_mask,
-            video_tokens,
-            True,
-            pair_clips,
-            method=skclip.SkeletonCLIP.match_logits,
-            rngs={"dropout": fusion_rng},
-        )
-        csi_loss = csi.match_loss(logits.reshape(3, labels.shape[0], 2), has_negative)
-        loss = loss + opts.csi_weight * csi_loss
-        metrics["csi_loss"] = csi_loss
-        metrics["csi_accuracy"] = jnp.mean(
-            (jnp.argmax(logits, -1) == jnp.repeat(jnp.array([1, 0, 0]), labels.shape[0])).astype(
-                jnp.float32
+    for field, split in named_splits.items():
+        if split and split not in info.split_sizes:
+            raise ValueError(
+                f"data.{field}={split!r} is not a split of {info.data_dir}; it has "
+                f"{sorted(info.split_sizes)}"
             )
-        )
-    metrics["loss"] = loss
-    # In-group retrieval accuracy: does clip i's most similar text of its group carry its label?
-    group_labels = group_view(labels, opts.group_size)
-    retrieved = jnp.take_along_axis(group_labels, jnp.argmax(out["pair_sim"], axis=2), axis=1)
-    metrics["train_accuracy"] = jnp.mean((retrieved == group_labels).astype(jnp.float32))
-    return loss, (metrics, mutated["batch_stats"])
+    mesh = sharding.make_mesh(config.mesh_shape)
+    sharding.check_batch_divisible(config.batch_size, mesh, "batch_size")
+    sharding.check_batch_divisible(config.eval_batch_size, mesh, "eval_batch_size")
 
-
-def train_step(
-    state: TrainState,
-    batch: Batch,
-    class_tokens: Batch,
-    base_rng: jax.Array,
-    *,
-    model: skclip.SkeletonCLIP,
-    opts: StepOptions,
-    schedule: optax.Schedule,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimisation step on a global batch; pure, so it jits, shards and resumes exactly."""
-    rng = jax.random.fold_in(base_rng, state.step)
-    # Several texts per class (templates, descriptions): this step's one text per class; else unchanged.
-    class_tokens = class_texts.draw_prompts(class_tokens, rng)
-    grad_fn = jax.value_and_grad(compute_losses, has_aux=True)
-    (_, (metrics, batch_stats)), grads = grad_fn(
-        state.params, state.batch_stats, batch, class_tokens, rng, model=model, opts=opts
+    tower = factory.load_text_tower(config)  # first: the class tokens decide the steps per epoch
+    tokens, train_tokens, unseen = class_texts.run_tokens(
+        config.data, info.class_names, tower.tokenizer
     )
-    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    # The original clamps the temperature parameter in place before each step; clamp after the update.
-    params = dict(new_state.params)
-    params["temperature"] = jnp.clip(params["temperature"], *opts.temperature_range)
-    new_state = new_state.replace(params=params)
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    metrics["learning_rate"] = schedule(state.step)
-    return new_state, metrics
-
-
-def encode_classes(
-    state: TrainState, class_tokens: Batch, *, model: skclip.SkeletonCLIP
-) -> jax.Array:
-    """Joint-space features [L, E] of all class prompts (once per evaluation, not per batch).
-
-    Tokens [L, K, S] (several texts per class) give the normalised mean over each class's texts.
-    """
-    ids, mask = class_tokens["input_ids"], class_tokens["attention_mask"]
-    feats = model.apply(
-        {"params": state.params},
-        ids.reshape(-1, ids.shape[-1]),
-        mask.reshape(-1, mask.shape[-1]),
-        False,
-        method=skclip.SkeletonCLIP.encode_text,
+    class_tokens, train_class_tokens = jax.device_put(
+        jax.tree.map(jnp.asarray, (tokens, train_tokens)), sharding.replicated(mesh)
     )
-    if ids.ndim == 2:
-        return feats
-    feats = feats.reshape(ids.shape[:2] + feats.shape[-1:])
-    return class_texts.ensemble_features(feats, class_tokens["prompt_mask"])
-
-
-def test_view_frames(
-    state: TrainState,
-    keypoint: jax.Array,
-    score: jax.Array,
-    *,
-    model: skclip.SkeletonCLIP,
-    opts: StepOptions,
-) -> jax.Array:
-    """Joint-space frames [F * V, T', E] of V test views [V, M, T, K, 2] (F = 2 with test_flip, flipped last)."""
-    volume = render_volume(keypoint, score, opts.test_size, opts)
-    if opts.test_flip and isinstance(volume, heatmap_patches.HeatmapPatches):
-        flipped = heatmap_patches.flip_patches(
-            volume, heatmaps.COCO_LEFT_KP, heatmaps.COCO_RIGHT_KP
-        )
-        volume = heatmap_patches.concatenate([volume, flipped])
-    elif opts.test_flip:
-        flipped = heatmaps.flip_heatmaps(volume, heatmaps.COCO_LEFT_KP, heatmaps.COCO_RIGHT_KP)
-        volume = jnp.concatenate([volume, flipped])
-    frames, _ = model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats},
-        volume,
-        False,
-        method=skclip.SkeletonCLIP.encode_video,
+    steps_per_epoch = input_pipeline.steps_per_epoch(info, config, unseen)
+    total_steps = total_steps_of(config, steps_per_epoch)
+    parts = factory.build(
+        config, total_steps=total_steps, steps_per_epoch=steps_per_epoch, tower=tower
     )
-    return frames
-
-
-def eval_step(
-    state: TrainState,
-    batch: Batch,
-    class_feats: jax.Array,
-    *,
-    model: skclip.SkeletonCLIP,
-    opts: StepOptions,
-) -> dict[str, jax.Array]:
-    """Class probabilities [B, L] of B videos, averaged over their N test views, with their labels and mask.
-
-    batch["keypoint"] is [B, N, M, T, V, 2]; every view is scored against every class with class-conditioned WFI.
-    Labels and mask come back beside the probabilities so that every process holds the whole global batch.
-    """
-    keypoint, score = batch["keypoint"], batch["keypoint_score"]
-    b, n = keypoint.shape[:2]
-    frames = test_view_frames(
+    state, state_shardings = factory.init_state(
+        parts, config, mesh, load_pretrained=load_pretrained
+    )
+    compiled = steps.compile_steps(
+        parts.model, steps.StepOptions.from_config(config), parts.schedule, mesh, state_shardings
+    )
+    return Experiment(
+        config,
+        info,
+        mesh,
+        class_tokens,
+        steps_per_epoch,
+        total_steps,
         state,
-        keypoint.reshape((b * n,) + keypoint.shape[2:]),
-        score.reshape((b * n,) + score.shape[2:]),
-        model=model,
-        opts=opts,
+        state_shardings,
+        compiled,
+        unseen,
+        train_class_tokens,
     )
-    temperature = jnp.clip(state.params["temperature"], *opts.temperature_range)
-    sim = wfi.pairwise_similarity(frames, class_feats, opts.activation)  # [views * B * N, L]
-    probs = jax.nn.softmax(sim / temperature, axis=-1)
-    probs = jnp.mean(probs.reshape(-1, b, n, probs.shape[-1]), axis=(0, 2))
-    # Per-view logits [B, views * N, L], for protocols that choose among a subset of the classes (ZSL).
-    logits = jnp.moveaxis((sim / temperature).reshape(-1, b, n, sim.shape[-1]), 0, 1)
-    logits = logits.reshape(b, -1, sim.shape[-1])
-    return {"probs": probs, "logits": logits, "label": batch["label"], "mask": batch["mask"]}
 
 
-@dataclasses.dataclass(frozen=True)
-class CompiledSteps:
-    train: Callable
-    encode_classes: Callable
-    eval: Callable
+def _predict_split(exp: Experiment, state, class_feats, split: str | None = None):
+    """(probs [N, L], labels [N], per-view logits [N, V, L]) of every clip of the test split (or `split`).
+
+    The per-view logits are kept for zero-shot runs only (their subset metrics need them); else None.
+    """
+    probs, labels, view_logits = [], [], []
+    for local in input_pipeline.eval_iterator(exp.info, exp.config, split=split):
+        out = jax.device_get(
+            exp.steps.eval(state, sharding.make_global_batch(exp.mesh, local), class_feats)
+        )
+        keep = np.asarray(out["mask"], bool)
+        probs.append(np.asarray(out["probs"])[keep])
+        labels.append(np.asarray(out["label"])[keep])
+        if exp.unseen:
+            view_logits.append(np.asarray(out["logits"])[keep])
+    view_logits = np.concatenate(view_logits) if view_logits else None
+    return np.concatenate(probs), np.concatenate(labels), view_logits
 
 
-def compile_steps(
-    model: skclip.SkeletonCLIP,
-    opts: StepOptions,
-    schedule: optax.Schedule,
-    mesh: Mesh,
-    state_shardings,
-) -> CompiledSteps:
-    """jit once, with explicit shardings: batch split over the mesh, state as created, donated state."""
-    batch_spec = sharding.batch_sharding(mesh)
-    rep = sharding.replicated(mesh)
-    train = jax.jit(
-        functools.partial(train_step, model=model, opts=opts, schedule=schedule),
-        in_shardings=(state_shardings, batch_spec, rep, rep),
-        out_shardings=(state_shardings, rep),
-        donate_argnums=0,
+def run_evaluation(
+    exp: Experiment, state: factory.TrainState
+) -> tuple[dict[str, float], np.ndarray]:
+    """Top-1, top-5 and mean class accuracy over the whole test split; returns (metrics, confusion matrix).
+
+    Zero-shot runs add ZSL / GZSL figures and, with a calibration split, calibrated GZSL (its seen-class
+    clips choose the offset; README "Zero-shot").
+    """
+    # The last train step's temp, which jemalloc keeps for the next step, goes back first: else the eval
+    # step's compilation and buffers would sit on top of it (host_memory.py).
+    jax.block_until_ready(state)
+    host_memory.release_free_heap()
+    class_feats = exp.steps.encode_classes(state, exp.class_tokens)
+    probs, labels, view_logits = _predict_split(exp, state, class_feats)
+    metrics = evaluators.classification_metrics(probs, labels)
+    if exp.unseen:
+        metrics.update(evaluators.zero_shot_metrics(view_logits, labels, exp.unseen))
+        metrics.update(_calibrated_metrics(exp, state, class_feats, view_logits, labels))
+    confusion = evaluators.confusion_matrix(probs.argmax(-1), labels, exp.info.num_classes)
+    host_memory.release_free_heap()  # after each evaluation: the first one compiled the eval step
+    return {k: float(v) for k, v in metrics.items()}, confusion
+
+
+def _calibrated_metrics(exp: Experiment, state, class_feats, view_logits, labels) -> dict:
+    """Calibrated GZSL on the test split, its offset chosen on the calibration split's seen-class clips."""
+    split = exp.config.data.calibration_split
+    if not split:
+        return {}
+    _, cal_labels, cal_logits = _predict_split(exp, state, class_feats, split)
+    seen_rows = ~np.isin(cal_labels, exp.unseen)
+    if not seen_rows.any():
+        logging.warning("data.calibration_split=%r holds no seen-class clip: not calibrated", split)
+        return {}
+    return evaluators.calibrated_gzsl_metrics(
+        view_logits,
+        labels,
+        cal_logits[seen_rows],
+        cal_labels[seen_rows],
+        exp.unseen,
+        exp.config.data.calibration_keep_seen,
     )
-    classes = jax.jit(
-        functools.partial(encode_classes, model=model),
-        in_shardings=(state_shardings, rep),
-        out_shardings=rep,
+
+
+def _fetch_train_metrics(buffer: list[tuple[int, dict]]) -> list[tuple[int, dict[str, float]]]:
+    """One device_get for all steps since the last log; raises on the first non-finite loss, naming its step.
+
+    Logged values are the means over those steps, so `log_every_steps` trades detail for file size only.
+    """
+    fetched = jax.device_get([m for _, m in buffer])
+    rows = []
+    for (step, _), m in zip(buffer, fetched, strict=True):
+        values = {k: float(v) for k, v in m.items()}
+        if not math.isfinite(values["loss"]):
+            raise NonFiniteLossError(
+                f"loss is {values['loss']} at step {step}; stopping. The last good checkpoint is kept."
+            )
+        rows.append((step, values))
+    return rows
+
+
+class _Throughput:
+    """Training clips per second between two logs, excluding evaluation time."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self.restart()
+
+    def restart(self):
+        self.start, self.steps = time.perf_counter(), 0
+
+    def clips_per_sec(self) -> float:
+        rate = self.steps * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
+        self.restart()
+        return rate
+
+
+def _log_train_metrics(buffer, done: int, throughput: _Throughput, writer, bar) -> float:
+    """Fetches the buffered step metrics (NaN guard included), logs their mean at step `done`; returns clips/s."""
+    rows = _fetch_train_metrics(buffer)
+    values = {k: float(np.mean([r[k] for _, r in rows])) for k in rows[-1][1]}
+    values["learning_rate"] = rows[-1][1]["learning_rate"]
+    values["clips_per_sec"] = throughput.clips_per_sec()
+    writer.write(done, values, kind="train")
+    bar.set_postfix(loss=f"{values['loss']:.4f}", clips_s=f"{values['clips_per_sec']:.1f}")
+    return values["clips_per_sec"]
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains to config.total_steps (or num_epochs), evaluating and checkpointing on the way; returns last eval."""
+    manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
+    resume = manager.latest_step() is not None
+    exp = build_experiment(config, load_pretrained=not resume)
+    is_main = jax.process_index() == 0
+    if is_main:  # the workdir alone is then enough for --mode=eval and predict.
+        run_config.save(workdir, config, exp.info.class_names)
+    writer = metrics_io.MetricsWriter(workdir, enabled=is_main)
+    state, start_step = exp.state, 0
+    # The paper reports the best per-epoch validation top-1 (mmcv save_best); it rides in the checkpoint's
+    # position so that every process, and a resumed run, knows it.
+    best_top1 = -math.inf
+    if resume:
+        state, position = checkpointing.restore(
+            manager, jax.eval_shape(lambda: exp.state), exp.state_shardings
+        )
+        start_step = int(position["step"])
+        best_top1 = float(position.get("best_top1", -math.inf))
+        logging.info("Resuming at step %d", start_step)
+    if is_main:
+        writer.truncate_after(start_step)
+    exp.state = None  # restored or initial, `state` is the only live copy (the step donates it).
+
+    log_every = every(config.log_every_steps, exp.steps_per_epoch)
+    eval_every = every(config.eval_every_steps, exp.steps_per_epoch)
+    ckpt_every = every(config.checkpoint_every_steps, exp.steps_per_epoch)
+    base_rng = jax.random.key(config.seed)
+    train_split = exp.config.data.train_split  # a zero-shot run's calibration clips carved off
+    train_clips = input_pipeline.num_train_examples(exp.info, exp.config, exp.unseen)
+    unseen_note = " (seen classes)" if exp.unseen else ""
+    plan = (
+        f"Plan: {exp.total_steps} steps of {config.batch_size} clips = "
+        f"{exp.total_steps * config.batch_size / max(train_clips, 1):.1f} passes over the "
+        f"{train_clips} clips{unseen_note} of split {train_split!r} ({exp.steps_per_epoch} steps an epoch "
+        f"with repeat {config.data.repeat}); evaluation every {eval_every} steps; "
+        f"global batch {config.batch_size} on {jax.device_count()} devices, mesh {dict(exp.mesh.shape)}"
     )
-    evaluate = jax.jit(
-        functools.partial(eval_step, model=model, opts=opts),
-        in_shardings=(state_shardings, batch_spec, rep),
-        out_shardings=rep,
-    )
-    return CompiledSteps(train=train, encode_classes=classes, eval=evaluate)
-
-
-def cast_dtype(name: str):
-    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-    if name not in dtypes:
-        raise ValueError(f"model.dtype must be one of {sorted(dtypes)}, got {name!r}")
-    return dtypes[name]
-
-
-def build_model(
-    config: ml_collections.ConfigDict, bert_config, enc_token_id: int
-) -> skclip.SkeletonCLIP:
-    s = config.model.slowonly
-    return skclip.SkeletonCLIP(
-        slowonly_kwargs=dict(
-            in_channels=s.in_channels,
-            base_channels=s.base_channels,
-            stage_blocks=tuple(s.stage_blocks),
-            inflate=tuple(s.inflate),
-            spatial_strides=tuple(s.spatial_strides),
-            temporal_strides=tuple(s.temporal_strides),
-            conv1_kernel=tuple(s.conv1_kernel),
-            conv_impl=s.get("conv_impl", "xla"),
-            batch_norm_impl=s.get("batch_norm_impl", "flax"),
-            low_memory=s.get("low_memory", False),
+    logging.info(plan)
+    if is_main and start_step < exp.total_steps:
+        print(plan, flush=True)
+    train_tokens = exp.class_tokens if exp.train_class_tokens is None else exp.train_class_tokens
+    # Global batches are placed on the devices by a background thread, data.device_prefetch steps ahead, so
+    # the step does not wait for the host (0: placed synchronously in the loop). Same batches, same order.
+    device_prefetch = config.data.get("device_prefetch", 2)
+    batches = prefetch.DevicePrefetcher(
+        input_pipeline.train_iterator(
+            exp.info, exp.config, start_step, exp.total_steps, unseen=exp.unseen
         ),
-        bert_config=bert_config,
-        enc_token_id=enc_token_id,
-        embed_dim=config.model.embed_dim,
-        mapping=config.model.mapping,
-        init_temperature=config.model.init_temperature,
-        match_head_kind=config.model.match_head,
-        dtype=cast_dtype(config.model.dtype),
+        exp.mesh,
+        size=max(1, device_prefetch),
+        start_position=start_step,
+        threaded=device_prefetch > 0,
     )
+    buffer: list[tuple[int, dict]] = []
+    last_eval: dict[str, float] = {}
+    throughput = _Throughput(config.batch_size)
+    estimated = False
+    bar = tqdm(total=exp.total_steps, initial=start_step, disable=not is_main, unit="step")
+    await_each_step = host_memory.one_step_at_a_time(jax.default_backend())
+    try:
+        with _Preemption() as preemption:
+            for step in range(start_step, exp.total_steps):
+                batch = next(batches)
+                if await_each_step:  # one step's temp at a time (host_memory.one_step_at_a_time)
+                    jax.block_until_ready(state)
+                state, metrics = exp.steps.train(state, batch, train_tokens, base_rng)
+                if step == start_step:
+                    host_memory.release_free_heap()  # the compilation's freed working memory
+                done = step + 1
+                buffer.append((done, metrics))
+                throughput.steps += 1
+                bar.update(1)
+                # Read the signal flag once: a SIGTERM later in this iteration waits for the next step.
+                stop = preemption.requested or manager.reached_preemption(done)
+                want_eval = done % eval_every == 0 or done == exp.total_steps
+                want_ckpt = want_eval or stop or done % ckpt_every == 0
+                if want_ckpt or done % log_every == 0:
+                    # NaN guard first.
+                    rate = _log_train_metrics(buffer, done, throughput, writer, bar)
+                    buffer = []
+                    if not estimated and done - start_step > 1 and rate > 0:
+                        # The first window includes compilation; the second one is the steady rate.
+                        if done - start_step >= 2 * log_every:
+                            estimated = True
+                            minutes = (exp.total_steps - done) * config.batch_size / rate / 60
+                            bar.write(
+                                f"Expected training time left: {minutes:.1f} min at {rate:.1f} "
+                                "clips/s (evaluations not included)"
+                            )
+                eval_metrics = None
+                if want_eval:
+                    eval_metrics, confusion = run_evaluation(exp, state)
+                    best_top1 = max(best_top1, eval_metrics["top1"])
+                    eval_metrics["best_top1"] = best_top1
+                    last_eval = eval_metrics
+                    writer.write(done, eval_metrics, kind="eval")
+                    bar.write(
+                        f"step {done}: "
+                        + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items())
+                    )
+                    if is_main:
+                        plots.write_all_plots(workdir, confusion, exp.info.class_names)
+                    throughput.restart()
+                if want_ckpt:
+                    position = {"step": done, "seed": config.seed}
+                    if math.isfinite(best_top1):
+                        position["best_top1"] = best_top1
+                    checkpointing.save(
+                        manager, done, state, position, evaluators.checkpoint_metrics(eval_metrics)
+                    )
+                if stop:
+                    checkpointing.wait_until_finished(manager)
+                    logging.warning("Preempted: checkpoint of step %d saved; exiting.", done)
+                    break
+    finally:
+        # Also on an exception (a NaN loss): let pending asynchronous saves of good states finish.
+        batches.close()
+        bar.close()
+        try:
+            checkpointing.wait_until_finished(manager)
+        finally:
+            manager.close()
+            writer.close()
+    if last_eval:
+        logging.info(
+            "Last evaluation: top-1 %.4f; best top-1 %.4f (the best over evaluations, the paper's "
+            "figure); mean class accuracy %.4f",
+            last_eval["top1"],
+            last_eval["best_top1"],
+            last_eval["mean_class_accuracy"],
+        )
+    return last_eval
+
+
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict, workdir: str, step: int | None = None
+) -> dict[str, float]:
+    """Evaluates the latest (or a given) checkpoint in WORKDIR and appends the result to metrics.jsonl."""
+    manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints, read_only=True)
+    if manager.latest_step() is None:
+        raise SetupError(
+            f"no checkpoint in {checkpointing.checkpoint_dir(workdir)}; train first or pass --workdir of a run"
+        )
+    exp = build_experiment(config, load_pretrained=False)
+    state, position = checkpointing.restore(
+        manager, jax.eval_shape(lambda: exp.state), exp.state_shardings, step
+    )
+    metrics, confusion = run_evaluation(exp, state)
+    # Same row shape as the training run's evaluations: the best top-1 known at this checkpoint.
+    metrics["best_top1"] = max(metrics["top1"], float(position.get("best_top1", -math.inf)))
+    if jax.process_index() == 0:
+        writer = metrics_io.MetricsWriter(workdir, enabled=True)
+        writer.write(int(position["step"]), metrics, kind="eval")
+        writer.close()
+        plots.write_all_plots(workdir, confusion, exp.info.class_names)
+    manager.close()
+    return metrics

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from skclip_jax import config_validation
+from skclip_jax.config_lib import validation as config_validation
 from skclip_jax.models import batch_norm
 from skclip_jax.models.slowonly import SlowOnly
 
@@ -197,7 +197,7 @@ def test_large_mean_falls_back_to_two_passes(guarded, monkeypatch):
 
 
 def test_resolve_and_defaults():
-    assert batch_norm.BATCH_NORM_IMPLS == config_validation.BATCH_NORM_IMPLS
+    assert config_validation.BATCH_NORM_IMPLS is batch_norm.BATCH_NORM_IMPLS  # one list, imported
     assert batch_norm.resolve("auto", "cpu") == "fused"
     assert batch_norm.resolve("auto", "gpu") == "flax"
     assert batch_norm.resolve("auto", "tpu") == "flax"

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from skclip_jax import bench_alternate, bench_profile, trace_summary
+from skclip_jax.tools import bench_alternate, bench_profile, trace_summary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config=configs/demo.py:tiny", "--batch_size=4", "--num_classes=4", "--noeval"]
@@ -18,7 +18,7 @@ TINY = ["--config=configs/demo.py:tiny", "--batch_size=4", "--num_classes=4", "-
 
 def bench_process(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "skclip_jax.bench", *TINY, *args],
+        [sys.executable, "-m", "skclip_jax.tools.bench", *TINY, *args],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -122,14 +122,14 @@ def test_a_bad_alternate_field_fails_at_start_up_with_a_message():
 
 def test_profile_layers_time_the_patch_stem_on_the_batch_patches():
     """With the patch stem, the per-layer profile times it on the batch's own patches, not random volumes."""
-    from configs import default
-    from skclip_jax import heatmap_patches, train
+    from skclip_jax import factory, heatmap_patches
+    from skclip_jax.config_lib import default
     from skclip_jax.models import text
 
     config = default.get_config()
     config.model.slowonly.base_channels = 4
     config.model.slowonly.stage_blocks = (1, 1, 1)
-    model = train.build_model(config, text.tiny_bert_config(30524), 30523)
+    model = factory.build_model(config, text.tiny_bert_config(30524), 30523)
     rng = np.random.default_rng(0)
     patches = heatmap_patches.keypoint_patches(
         rng.uniform(0, 16, (2, 2, 4, 17, 2)), rng.uniform(0, 1, (2, 2, 4, 17)), 16, 16
@@ -144,8 +144,8 @@ def test_profile_layers_time_the_patch_stem_on_the_batch_patches():
 
 
 def test_random_batch_pads_the_absent_persons_as_the_pipeline_does():
-    from configs import default
-    from skclip_jax import bench
+    from skclip_jax.config_lib import default
+    from skclip_jax.tools import bench
 
     config = default.get_config()
     assert config.data.num_persons == 2

@@ -82,7 +82,7 @@ def test_training_stops_with_the_write_error_and_closes_its_files(
     tiny_dataset, tmp_path, monkeypatch
 ):
     from configs import demo
-    from skclip_jax import metrics_io, trainer
+    from skclip_jax import metrics_io, train
 
     config = demo.get_config("tiny")
     config.data.data_dir = tiny_dataset.data_dir
@@ -97,6 +97,6 @@ def test_training_stops_with_the_write_error_and_closes_its_files(
     with pytest.raises(
         checkpointing.CheckpointWriteError, match="No space left on device. None was"
     ):
-        trainer.train_and_evaluate(config, str(tmp_path))
+        train.train_and_evaluate(config, str(tmp_path))
     # The first step's metrics were written and flushed before the failed save: nothing half-written is left.
     assert [r["step"] for r in metrics_io.read_metrics(str(tmp_path))] == [1]

@@ -13,7 +13,7 @@ import time
 import jax.numpy as jnp
 import pytest
 
-from skclip_jax import trainer
+from skclip_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 8
@@ -211,5 +211,5 @@ def test_demo_data_of_other_generator_settings_is_not_reused(tmp_path):
 
 def test_non_finite_loss_names_its_step():
     buffer = [(5, {"loss": jnp.float32(1.0)}), (6, {"loss": jnp.float32(float("nan"))})]
-    with pytest.raises(trainer.NonFiniteLossError, match="at step 6"):
-        trainer._fetch_train_metrics(buffer)
+    with pytest.raises(train.NonFiniteLossError, match="at step 6"):
+        train._fetch_train_metrics(buffer)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from configs import default
-from skclip_jax.config_validation import validate_config
+from skclip_jax.config_lib import default
+from skclip_jax.config_lib.validation import validate_config
 
 
 def valid_config():
@@ -141,11 +141,11 @@ def test_ablation_values_are_accepted():
 
 
 def test_negative_periods_count_epochs():
-    from skclip_jax import trainer
+    from skclip_jax import train
 
-    assert trainer.every(100, 78) == 100
-    assert trainer.every(-1, 78) == 78  # once per epoch.
-    assert trainer.every(-5, 78) == 390  # every 5 epochs: the cpu variants evaluate half-way.
+    assert train.every(100, 78) == 100
+    assert train.every(-1, 78) == 78  # once per epoch.
+    assert train.every(-5, 78) == 390  # every 5 epochs: the cpu variants evaluate half-way.
 
 
 def test_low_memory_must_be_a_bool_and_may_be_absent():

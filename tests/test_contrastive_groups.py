@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from test_wfi_csi_losses import _hardest_loop, _ssm_loop, _unit, _wfi_loop
 
-from skclip_jax import csi, losses, train, wfi
+from skclip_jax import csi, losses, steps, wfi
 
 
 def options(**overrides):
-    base = train.StepOptions(
+    base = steps.StepOptions(
         train_size=16,
         test_size=16,
         sigma=0.6,
@@ -38,9 +38,9 @@ def batch(seed=0, b=12, t=5, e=6, num_classes=4):
 
 
 def grouped(frames, texts, labels, temperature, **overrides):
-    """train.grouped_contrastive on NumPy inputs with a fixed key and `options(**overrides)`."""
+    """steps.grouped_contrastive on NumPy inputs with a fixed key and `options(**overrides)`."""
     arrays = (jnp.asarray(frames), jnp.asarray(texts), jnp.asarray(labels))
-    return train.grouped_contrastive(*arrays, temperature, jax.random.key(0), options(**overrides))
+    return steps.grouped_contrastive(*arrays, temperature, jax.random.key(0), options(**overrides))
 
 
 def test_groups_equal_a_loop_over_groups():

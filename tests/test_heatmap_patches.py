@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from skclip_jax import config_validation, heatmaps
 from skclip_jax import heatmap_patches as hp
+from skclip_jax import heatmaps
+from skclip_jax.config_lib import validation as config_validation
 from skclip_jax.models import patch_stem, slowonly
 
 
@@ -194,7 +195,7 @@ def test_slowonly_on_patches_equals_slowonly_on_volumes():
 
 
 def test_resolve():
-    assert patch_stem.STEM_IMPLS == config_validation.STEM_IMPLS
+    assert config_validation.STEM_IMPLS is patch_stem.STEM_IMPLS  # one list, imported
     kw = dict(with_limb=False, conv1_kernel=(1, 7, 7), num_persons=2, sigma=0.6, size=56)
     assert patch_stem.resolve("auto", backend="cpu", **kw) == "patches"
     assert patch_stem.resolve("auto", backend="gpu", **kw) == "conv"

@@ -186,7 +186,8 @@ def test_trainer_dispatches_one_train_step_at_a_time_on_cpu(tiny_dataset, tmp_pa
     allocates a step's temp at dispatch, and two in flight keep two temps resident under jemalloc. The spy
     records the order of the trainer's train calls and its waits on the state."""
     from configs import demo
-    from skclip_jax import train, trainer
+    from skclip_jax import steps as steps_lib
+    from skclip_jax import train
 
     assert host_memory.one_step_at_a_time("cpu")
     assert not host_memory.one_step_at_a_time("gpu") and not host_memory.one_step_at_a_time("tpu")
@@ -195,7 +196,7 @@ def test_trainer_dispatches_one_train_step_at_a_time_on_cpu(tiny_dataset, tmp_pa
     config.total_steps = 3
     config.eval_every_steps = config.checkpoint_every_steps = config.log_every_steps = 3
     events = []
-    compile_steps = train.compile_steps
+    compile_steps = steps_lib.compile_steps
 
     def spying_compile_steps(*args, **kwargs):
         steps = compile_steps(*args, **kwargs)
@@ -204,15 +205,15 @@ def test_trainer_dispatches_one_train_step_at_a_time_on_cpu(tiny_dataset, tmp_pa
             events.append("train")
             return steps.train(state, *rest)
 
-        return train.CompiledSteps(spy_train, steps.encode_classes, steps.eval)
+        return steps_lib.CompiledSteps(spy_train, steps.encode_classes, steps.eval)
 
     def spying_block_until_ready(x):
         events.append("wait")
         return block_until_ready(x)
 
-    block_until_ready = trainer.jax.block_until_ready
+    block_until_ready = train.jax.block_until_ready
     monkeypatch.setattr(train, "compile_steps", spying_compile_steps)
-    monkeypatch.setattr(trainer.jax, "block_until_ready", spying_block_until_ready)
-    trainer.train_and_evaluate(config, str(tmp_path))
+    monkeypatch.setattr(train.jax, "block_until_ready", spying_block_until_ready)
+    train.train_and_evaluate(config, str(tmp_path))
     first_eval_wait = len(events) - events[::-1].index("train")
     assert events[:first_eval_wait] == ["wait", "train"] * 3

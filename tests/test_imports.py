@@ -15,26 +15,26 @@ import sys
 import skclip_jax
 from data_prep import synthetic
 
-PROGRAMS_ONLY = {"main", "bench"}
+PROGRAMS_ONLY = {"skclip_jax.main", "skclip_jax.tools.bench"}
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _library_modules() -> list[str]:
     names = []
     for info in pkgutil.walk_packages(skclip_jax.__path__, prefix="skclip_jax."):
-        if info.name.rsplit(".", 1)[-1] not in PROGRAMS_ONLY:
+        if info.name not in PROGRAMS_ONLY:
             names.append(info.name)
     return names
 
 
 def test_every_library_module_imports_beside_the_others():
     modules = _library_modules()
-    assert "skclip_jax.predict" in modules and "skclip_jax.knn_baseline" in modules
+    assert "skclip_jax.predict" in modules and "skclip_jax.tools.knn_baseline" in modules
     code = "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules)
     # Each program beside the libraries: its flags must not collide with theirs.
     for program in sorted(PROGRAMS_ONLY):
         result = subprocess.run(
-            [sys.executable, "-c", code + f"importlib.import_module('skclip_jax.{program}')\n"],
+            [sys.executable, "-c", code + f"importlib.import_module({program!r})\n"],
             capture_output=True,
             text=True,
             timeout=300,
@@ -49,7 +49,7 @@ def test_the_knn_tool_runs_from_the_command_line(tmp_path):
     )
     result = subprocess.run(
         [
-            sys.executable, "-m", "skclip_jax.knn_baseline", "--config=configs/demo.py",
+            sys.executable, "-m", "skclip_jax.tools.knn_baseline", "--config=configs/demo.py",
             f"--config.data.data_dir={tmp_path}", "--frames=16",
         ],
         capture_output=True,

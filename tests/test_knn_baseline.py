@@ -3,7 +3,8 @@
 import numpy as np
 
 from data_prep import synthetic
-from skclip_jax import input_pipeline, knn_baseline
+from skclip_jax import input_pipeline
+from skclip_jax.tools import knn_baseline
 
 
 def test_nearest_labels_equal_a_plain_loop():

@@ -192,7 +192,9 @@ def test_gpu_check_cpu_dry_run(tmp_path):
         "bench_float32_max_batch",
     ]
     bench = plan["stages"][1]["command"]
-    assert bench[1:3] == ["-m", "skclip_jax.bench"] and "--config=configs/demo.py:tiny" in bench
+    assert (
+        bench[1:3] == ["-m", "skclip_jax.tools.bench"] and "--config=configs/demo.py:tiny" in bench
+    )
     assert not out_file.exists() and not any(
         temp.iterdir()
     )  # a dry run writes nothing, not even scratch
@@ -219,7 +221,7 @@ def test_gpu_check_stage_output_survives_children_and_time_outs():
     times out keeps its progress lines; no process of either is left behind."""
     import time
 
-    from skclip_jax import gpu_check
+    from skclip_jax.tools import gpu_check
 
     child = (
         "import subprocess, sys\n"
@@ -242,7 +244,7 @@ def test_gpu_check_stage_output_survives_children_and_time_outs():
 
 def test_gpu_check_keeps_figures_printed_before_a_time_out():
     """bench prints its train figures before the eval step compiles; a stage cut there keeps them."""
-    from skclip_jax import gpu_check
+    from skclip_jax.tools import gpu_check
 
     slow = (
         "import json, time\n"
@@ -265,8 +267,9 @@ def test_gpu_check_bench_eval_switch():
 
 def test_bench_class_names_pad_as_the_peer_or_to_the_asked_length():
     """bench's names reach data.max_text_len as the peer's prompts do, so both sides pad to one length."""
-    from skclip_jax import bench, class_texts
+    from skclip_jax import class_texts
     from skclip_jax.models import text
+    from skclip_jax.tools import bench
 
     tokenizer, _ = text.load_tokenizer(text.resolve_bert_dir("minilm"))
     for tokens, expected in ((0, range(3, 11)), (5, [5])):

@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import ntu60, ntu120, open_vocab, penn_action
-from skclip_jax import class_texts, config_validation, evaluators, train
+from configs import ntu60, ntu120, penn_action
+from skclip_jax import class_texts, evaluators, factory, steps
+from skclip_jax.config_lib import open_vocab
+from skclip_jax.config_lib import validation as config_validation
 from skclip_jax.models import text
 
 # 4 classes, 2 and 3 unseen; one view per clip, so logits rank like probabilities.
@@ -259,13 +261,13 @@ def test_draw_prompts_picks_real_texts_only_and_is_seeded():
 @pytest.fixture(scope="module")
 def tokenizer_and_model():
     tokenizer, enc_id = text.load_tokenizer(text.resolve_bert_dir("minilm"))
-    from configs import default
+    from skclip_jax.config_lib import default
 
     config = default.get_config()
     config.model.slowonly.base_channels = 4
     config.model.slowonly.stage_blocks = (1, 1, 1)
     config.model.embed_dim = 16
-    model = train.build_model(config, text.tiny_bert_config(len(tokenizer)), enc_id)
+    model = factory.build_model(config, text.tiny_bert_config(len(tokenizer)), enc_id)
     params = model.init(
         jax.random.key(0),
         jnp.zeros((1, 4, 16, 16, 17)),
@@ -277,17 +279,17 @@ def tokenizer_and_model():
 
 def test_encode_classes_averages_templates_like_a_loop(tokenizer_and_model):
     tokenizer, model, variables = tokenizer_and_model
-    state = train.TrainState(
+    state = factory.TrainState(
         step=0, apply_fn=None, params=variables["params"], tx=None, opt_state=None, batch_stats={}
     )
     texts = class_texts.class_texts(NAMES, ("{}", "a person {}.", "a video of someone {}."))
     texts[1] = texts[1][:1]  # a class with fewer texts: padded and masked.
     tokens = class_texts.tokenize_class_texts(tokenizer, texts, 12)
     assert tokens["input_ids"].shape == (3, 3, 12)
-    got = np.asarray(train.encode_classes(state, tokens, model=model))
+    got = np.asarray(steps.encode_classes(state, tokens, model=model))
     for c, class_list in enumerate(texts):
         single = text.tokenize(tokenizer, class_list, 12)
-        feats = np.asarray(train.encode_classes(state, single, model=model))
+        feats = np.asarray(steps.encode_classes(state, single, model=model))
         unit = feats / np.linalg.norm(feats, axis=-1, keepdims=True)
         mean = unit.mean(0)
         np.testing.assert_allclose(got[c], mean / np.linalg.norm(mean), rtol=1e-4, atol=1e-5)

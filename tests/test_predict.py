@@ -13,8 +13,10 @@ import jax
 import numpy as np
 import pytest
 
+import skclip_jax
 from configs import demo
-from skclip_jax import class_texts, predict, run_config, train, trainer
+from skclip_jax import api, class_texts, predict, run_config, train
+from skclip_jax import steps as steps_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -36,7 +38,7 @@ def run_dir(tmp_path_factory):
     config.checkpoint_every_steps = 1
     config.data.prompt_templates = ("{}", "a person {}.")
     workdir = str(tmp_path_factory.mktemp("run"))
-    trainer.train_and_evaluate(config, workdir)  # saves config.json and class_names.txt.
+    train.train_and_evaluate(config, workdir)  # saves config.json and class_names.txt.
     return workdir
 
 
@@ -132,22 +134,22 @@ def test_every_input_format(run_dir, config, tmp_path):
 
 
 def test_scorer_is_the_runs_evaluation_and_compiles_once(run_dir, config):
-    predictor = predict.build_predictor(config, run_dir)
+    predictor = api.restore(config, run_dir)
     predictor.set_classes(run_config.load_class_names(run_dir))
     clips = [
-        predict.Clip("a", None, predict.validate_clip({"keypoint": walk(n, m)}, "a", 17))
+        predict.Clip("a", None, api.validate_clip({"keypoint": walk(n, m)}, "a", 17))
         for n, m in ((40, 2), (9, 1), (120, 3))
     ]
     for clip in clips:
-        probs, weights = predictor(clip)
-        views = predictor.views(clip)
+        probs, weights = predictor(clip.sample)
+        views = predictor.views(clip.sample)
         batch = {
             "keypoint": views["keypoint"][None],
             "keypoint_score": views["keypoint_score"][None],
             "label": np.zeros(1, np.int32),
             "mask": np.ones(1, bool),
         }
-        want = train.eval_step(
+        want = steps_lib.eval_step(
             predictor.state, batch, predictor.class_feats, model=predictor.model,
             opts=predictor.opts,
         )["probs"][0]  # fmt: skip
@@ -156,6 +158,29 @@ def test_scorer_is_the_runs_evaluation_and_compiles_once(run_dir, config):
     assert (
         predictor.scorer._cache_size() == 1
     )  # clips of 9 to 120 frames, 1 to 3 persons: one trace.
+
+
+def test_python_api_ranks_as_the_scorer(run_dir, config):
+    """skclip_jax.load(...).rank: the scorer's probabilities, sorted, for the run's classes or any names."""
+    model = skclip_jax.load(run_dir)
+    run_classes = run_config.load_class_names(run_dir)
+    assert model.class_names == tuple(run_classes)
+    kp = walk(40, 2)
+    sample = api.validate_clip({"keypoint": kp}, "a", 17)
+    probs, _ = model(sample)
+    ranked = model.rank(kp, top_k=3)
+    order = np.argsort(-probs)[:3]
+    assert [n for n, _ in ranked] == [run_classes[i] for i in order]
+    np.testing.assert_allclose([p for _, p in ranked], probs[order], rtol=1e-6)
+    # A [T, V, 2] clip is one person; new names re-encode the classes and sum to one over them.
+    names = ["waving hand", "jumping high", run_classes[0]]
+    ranked = model.rank(kp[0], classes=names, top_k=10)
+    assert sorted(n for n, _ in ranked) == sorted(names)
+    assert abs(sum(p for _, p in ranked) - 1.0) < 1e-5
+    with pytest.raises(api.PredictError, match="keypoint has shape"):
+        model.rank(np.zeros((5, 17)))
+    with pytest.raises(api.PredictError, match="no such folder"):
+        skclip_jax.load(os.path.join(run_dir, "missing"))
 
 
 def test_classes_the_run_never_saw(run_dir, config, tmp_path):
@@ -181,7 +206,7 @@ def test_classes_the_run_never_saw(run_dir, config, tmp_path):
 
 def test_a_long_new_name_is_read_whole(run_dir, config):
     """A typed action name longer than the run's data.max_text_len is encoded whole, not cut to it."""
-    predictor = predict.build_predictor(config, run_dir)
+    predictor = api.restore(config, run_dir)
     long_name = (
         "a person slowly lifting both arms above the head and then bending down to touch the toes"
     )

@@ -7,8 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from configs import default
-from skclip_jax import sharding, train
+from skclip_jax import optim, sharding
+from skclip_jax.config_lib import default
 
 
 def _mmcv_lr(step, base_lr, total, warmup, ratio, min_lr):
@@ -21,7 +21,7 @@ def _mmcv_lr(step, base_lr, total, warmup, ratio, min_lr):
 
 
 def test_schedule_matches_mmcv_formula():
-    schedule = train.learning_rate_schedule(1e-3, 1000, 100, 0.1, 0.0)
+    schedule = optim.learning_rate_schedule(1e-3, 1000, 100, 0.1, 0.0)
     for step in [0, 1, 50, 99, 100, 101, 500, 999, 1000]:
         np.testing.assert_allclose(
             float(schedule(step)),
@@ -47,7 +47,7 @@ def toy_params():
 
 
 def test_parameter_groups():
-    labels = train.param_group_labels(toy_params(), "finetune")
+    labels = optim.param_group_labels(toy_params(), "finetune")
     assert labels == {
         "video_encoder": {"w": "video"},
         "text_encoder": {
@@ -56,7 +56,7 @@ def test_parameter_groups():
         "frame_proj": {"w": "head"},
         "temperature": "head",
     }
-    frozen = train.param_group_labels(toy_params(), "frozen")
+    frozen = optim.param_group_labels(toy_params(), "frozen")
     # BERT's pretrained weights freeze; its new cross-attention layers keep training.
     assert frozen["text_encoder"]["layer"] == {
         "attention": {"w": "frozen"},
@@ -74,7 +74,7 @@ def optimizer_config(**optim):
 
 def one_update(config, grads, regime="finetune"):
     config.model.text.regime = regime
-    tx = train.make_optimizer(config, lambda step: config.optim.lr)
+    tx = optim.make_optimizer(config, lambda step: config.optim.lr)
     params = toy_params()
     updates, _ = tx.update(grads, tx.init(params), params)
     return params, updates
@@ -115,7 +115,7 @@ def test_frozen_bert_gets_no_update_and_does_not_count_in_clipping():
     # The clipped gradients: 10 trainable entries of 0.25 (norm 0.79) are scaled to norm 0.5; a norm that
     # counted the frozen 1e4s would scale them by ~3e-5 instead.
     params = toy_params()
-    clip = train.gradient_clipping(config)
+    clip = optim.gradient_clipping(config)
     clipped, _ = clip.update(grads, clip.init(params), params)
     np.testing.assert_array_equal(clipped["text_encoder"]["layer"]["attention"]["w"], 0.0)
     scale = 0.5 / (0.25 * np.sqrt(10))
@@ -154,7 +154,7 @@ def test_clip_by_global_norm_equals_optax_and_a_numpy_loop(max_norm):
         "a": rng.normal(size=(3, 4)).astype(np.float32),
         "b": [rng.normal(size=5).astype(np.float32)],
     }
-    ours, _ = train.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
+    ours, _ = optim.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
     reference, _ = optax.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
     norm = np.sqrt(sum(float(np.sum(np.square(g))) for g in jax.tree.leaves(grads)))
     factor = min(1.0, max_norm / norm)
@@ -165,5 +165,5 @@ def test_clip_by_global_norm_equals_optax_and_a_numpy_loop(max_norm):
         np.testing.assert_allclose(got, leaf * factor, rtol=1e-6)
     assert (factor < 1.0) == (max_norm < norm)
     zeros = jax.tree.map(np.zeros_like, grads)
-    clipped, _ = train.clip_by_global_norm(max_norm).update(zeros, optax.EmptyState())
+    clipped, _ = optim.clip_by_global_norm(max_norm).update(zeros, optax.EmptyState())
     assert all(np.all(np.asarray(g) == 0.0) for g in jax.tree.leaves(clipped))

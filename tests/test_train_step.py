@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
-from skclip_jax import sharding, train
+from skclip_jax import factory, optim, sharding
+from skclip_jax import steps as steps_lib
+from skclip_jax.config_lib import default
 from skclip_jax.models import text
 
 NUM_CLASSES = 4
@@ -63,10 +64,10 @@ def make_batch(seed=0, batch=BATCH, clip_len=8, size=16):
 
 def build(config, tokens_and_bert, mesh, total_steps=50):
     tokens, bert_cfg, enc_id = tokens_and_bert
-    model = train.build_model(config, bert_cfg, enc_id)
-    schedule = train.learning_rate_schedule(config.optim.lr, total_steps, 0, 0.1)
-    tx = train.make_optimizer(config, schedule)
-    state, shardings = train.create_train_state(
+    model = factory.build_model(config, bert_cfg, enc_id)
+    schedule = optim.learning_rate_schedule(config.optim.lr, total_steps, 0, 0.1)
+    tx = optim.make_optimizer(config, schedule)
+    state, shardings = factory.create_train_state(
         model,
         tx,
         mesh,
@@ -75,8 +76,8 @@ def build(config, tokens_and_bert, mesh, total_steps=50):
         max_text_len=10,
         shard_params=config.shard_params,
     )
-    steps = train.compile_steps(
-        model, train.StepOptions.from_config(config), schedule, mesh, shardings
+    steps = steps_lib.compile_steps(
+        model, steps_lib.StepOptions.from_config(config), schedule, mesh, shardings
     )
     class_tokens = jax.device_put(
         {k: jnp.asarray(v) for k, v in tokens.items()}, sharding.replicated(mesh)
@@ -203,17 +204,17 @@ def test_eval_step_averages_views_into_probabilities(tokens_and_bert):
 def test_csi_gradients_reach_cross_attention_and_enc_embedding(tokens_and_bert):
     tokens, bert_cfg, enc_id = tokens_and_bert
     config = tiny_config()
-    model = train.build_model(config, bert_cfg, enc_id)
+    model = factory.build_model(config, bert_cfg, enc_id)
     mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
     state, _, class_tokens = build(config, tokens_and_bert, mesh)
-    grads, (metrics, _) = jax.grad(train.compute_losses, has_aux=True)(
+    grads, (metrics, _) = jax.grad(steps_lib.compute_losses, has_aux=True)(
         state.params,
         state.batch_stats,
         jax.tree.map(jnp.asarray, make_batch()),
         class_tokens,
         jax.random.key(0),
         model=model,
-        opts=train.StepOptions.from_config(config),
+        opts=steps_lib.StepOptions.from_config(config),
     )
     assert np.isfinite(float(metrics["csi_loss"]))
     crossattention = [
@@ -269,12 +270,12 @@ def test_host_init_equals_device_init_and_keeps_the_shardings(tokens_and_bert):
     """The host path (the default off the CPU backend) gives the same state, placed on the same shardings."""
     _, bert_cfg, enc_id = tokens_and_bert
     config = tiny_config()
-    model = train.build_model(config, bert_cfg, enc_id)
-    tx = train.make_optimizer(config, train.learning_rate_schedule(1e-3, 10, 0, 0.1))
+    model = factory.build_model(config, bert_cfg, enc_id)
+    tx = optim.make_optimizer(config, optim.learning_rate_schedule(1e-3, 10, 0, 0.1))
     mesh = sharding.make_mesh((4, 2))
     states = {}
     for on_host in (False, True):
-        states[on_host], shardings = train.create_train_state(
+        states[on_host], shardings = factory.create_train_state(
             model,
             tx,
             mesh,
@@ -310,7 +311,7 @@ def test_patch_stem_trains_and_evaluates_as_the_rendered_volume(tokens_and_bert)
         config = tiny_config()
         config.model.slowonly.stem_impl = impl
         config.data.test_flip = True
-        assert train.StepOptions.from_config(config).stem_patches == (impl == "patches")
+        assert steps_lib.StepOptions.from_config(config).stem_patches == (impl == "patches")
         state, losses, steps = run_steps(config, tokens_and_bert, mesh, 4, batches)
         tokens = tokens_and_bert[0]
         class_tokens = {k: jnp.asarray(v) for k, v in tokens.items()}

@@ -9,7 +9,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import demo
-from skclip_jax import class_texts, input_pipeline, train, trainer
+from skclip_jax import class_texts, input_pipeline, train
+from skclip_jax import steps as steps_lib
 from skclip_jax.models import text
 
 UNSEEN = 1  # the synthetic dataset's class 1 (of 4).
@@ -78,7 +79,7 @@ def test_training_steps_get_no_unseen_clip_or_text(dataset, tmp_path, monkeypatc
     config.eval_every_steps = 3
     config.checkpoint_every_steps = 3
     seen_inputs = []
-    compile_steps = train.compile_steps
+    compile_steps = steps_lib.compile_steps
 
     def spying_compile_steps(*args, **kwargs):
         steps = compile_steps(*args, **kwargs)
@@ -87,10 +88,10 @@ def test_training_steps_get_no_unseen_clip_or_text(dataset, tmp_path, monkeypatc
             seen_inputs.append(jax.device_get((batch["label"], class_tokens)))
             return steps.train(state, batch, class_tokens, rng)
 
-        return train.CompiledSteps(spy_train, steps.encode_classes, steps.eval)
+        return steps_lib.CompiledSteps(spy_train, steps.encode_classes, steps.eval)
 
     monkeypatch.setattr(train, "compile_steps", spying_compile_steps)
-    result = trainer.train_and_evaluate(config, str(tmp_path))
+    result = train.train_and_evaluate(config, str(tmp_path))
 
     assert len(seen_inputs) == 3
     tokenizer, _ = text.load_tokenizer(text.resolve_bert_dir(config.model.text.bert_dir))
@@ -145,9 +146,9 @@ def test_calibration_clips_never_train_and_choose_the_kept_checkpoint(
 
     monkeypatch.setattr(input_pipeline, "open_source", counting_open_source)
     saved = []
-    save = trainer.checkpointing.save
-    monkeypatch.setattr(trainer.checkpointing, "save", lambda *a: saved.append(a[-1]) or save(*a))
-    result = trainer.train_and_evaluate(config, str(tmp_path))
+    save = train.checkpointing.save
+    monkeypatch.setattr(train.checkpointing, "save", lambda *a: saved.append(a[-1]) or save(*a))
+    result = train.train_and_evaluate(config, str(tmp_path))
 
     builder = tfds.builder_from_directory(dataset.data_dir)
     whole, calibration = (builder.as_data_source(split=s) for s in ("train", "train[66%:]"))

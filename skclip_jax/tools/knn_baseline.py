@@ -1,6 +1,6 @@
 r"""A 1-nearest-neighbour baseline on the same keypoints a config trains on: the bar a trained model must clear.
 
-    python -m skclip_jax.knn_baseline --config=configs/penn_action.py --config.data.data_dir=data/penn_action
+    python -m skclip_jax.tools.knn_baseline --config=configs/penn_action.py --config.data.data_dir=data/penn_action
 
 Each clip becomes one vector: its most confident person's joints, resampled to ``--frames`` evenly spaced frames,
 centred on the clip's mean joint position and scaled by the clip's spread (so image size and position do not

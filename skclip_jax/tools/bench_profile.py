@@ -1,6 +1,6 @@
 """Where the train step's time goes: timed sub-jits of its parts, with XLA's cost analysis of each.
 
-Used by ``python -m skclip_jax.bench --profile``. Each part is jitted on its own at the benchmark's shapes and
+Used by ``python -m skclip_jax.tools.bench --profile``. Each part is jitted on its own at the benchmark's shapes and
 timed (median of ``reps`` runs after a compile run); FLOPs and bytes come from the compiled executable's
 ``cost_analysis()``. Parts:
 
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from skclip_jax import train
+from skclip_jax import factory, steps
 from skclip_jax.models import batch_norm, patch_stem, skclip
 
 # nn.BatchNorm (model.slowonly.batch_norm_impl=flax) or the fused BatchNorm + ReLU (fused)
@@ -162,11 +162,32 @@ def profile_layers(calls, reps: int, log, stem_input=None) -> list[dict[str, Any
     return rows
 
 
+def summarize(rows, layer_rows, train_step_s: float) -> dict[str, float]:
+    """The parts' sum, what the whole step spends beyond them, and the backbone split into convs, BNs, rest."""
+    by = {r["part"]: r for r in rows}
+    parts_sum = sum(r["s"] for r in rows if r["part"] not in ("train_step", "backbone fwd"))
+    summary = {"sum_of_parts_s": parts_sum}
+    if train_step_s:
+        summary.update(train_step_s=train_step_s, unaccounted_s=train_step_s - parts_sum)
+    if layer_rows:
+        conv = sum(r["fwd_bwd_s"] * r["count"] for r in layer_rows if r["kind"] == "conv")
+        bn = sum(r["fwd_bwd_s"] * r["count"] for r in layer_rows if r["kind"] == "bn")
+        conv_gflop = sum(r["gflop"] * r["count"] for r in layer_rows if r["kind"] == "conv")
+        summary.update(
+            conv_fwd_bwd_s=conv,
+            conv_gflop=conv_gflop,
+            conv_gflop_per_s=conv_gflop / conv if conv else 0.0,
+            bn_fwd_bwd_s=bn,
+            backbone_rest_s=by["backbone fwd+bwd"]["s"] - conv - bn,
+        )
+    return summary
+
+
 def profile(
     *,
     model: skclip.SkeletonCLIP,
-    state: train.TrainState,
-    opts: train.StepOptions,
+    state: factory.TrainState,
+    opts: steps.StepOptions,
     batch: dict[str, jax.Array],
     class_tokens: dict[str, jax.Array],
     train_step_s: float,
@@ -208,7 +229,7 @@ def profile(
         rows.append(row)
         return row
 
-    render = jax.jit(lambda kp, score: train.render_volume(kp, score, opts.train_size, opts))
+    render = jax.jit(lambda kp, score: steps.render_volume(kp, score, opts.train_size, opts))
     add("render", render, batch["keypoint"], batch["keypoint_score"])
     volume = jax.block_until_ready(render(batch["keypoint"], batch["keypoint_score"]))
 
@@ -298,22 +319,7 @@ def profile(
         calls = backbone_layers(model, {"params": params, "batch_stats": batch_stats}, volume)
         layer_rows = profile_layers(calls, reps, log, stem_input=volume)
 
-    by = {r["part"]: r for r in rows}
-    parts_sum = sum(r["s"] for r in rows if r["part"] not in ("train_step", "backbone fwd"))
-    summary = {"sum_of_parts_s": parts_sum}
-    if train_step_s:
-        summary.update(train_step_s=train_step_s, unaccounted_s=train_step_s - parts_sum)
-    if layer_rows:
-        conv = sum(r["fwd_bwd_s"] * r["count"] for r in layer_rows if r["kind"] == "conv")
-        bn = sum(r["fwd_bwd_s"] * r["count"] for r in layer_rows if r["kind"] == "bn")
-        conv_gflop = sum(r["gflop"] * r["count"] for r in layer_rows if r["kind"] == "conv")
-        summary.update(
-            conv_fwd_bwd_s=conv,
-            conv_gflop=conv_gflop,
-            conv_gflop_per_s=conv_gflop / conv if conv else 0.0,
-            bn_fwd_bwd_s=bn,
-            backbone_rest_s=by["backbone fwd+bwd"]["s"] - conv - bn,
-        )
+    summary = summarize(rows, layer_rows, train_step_s)
     log(summary)
     return {"parts": rows, "layers": layer_rows, "summary": summary}
 

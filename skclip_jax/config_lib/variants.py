@@ -9,18 +9,11 @@ so `cpu,nocsi` and `nocsi,cpu` give the same config.
 
 import dataclasses
 import os
-import sys
 from collections.abc import Callable, Mapping
 
 import ml_collections
 
-# Config files are loaded by path (ml_collections' config_flags) as well as imported as `configs.*`;
-# putting the repo root on sys.path makes `import configs.default` work either way.
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from configs import default  # noqa: E402
+from skclip_jax.config_lib import default
 
 # Full-size configs use BERT-base, as the paper. The directory must hold a Hugging Face
 # bert-base-uncased export (config.json, vocab.txt, flax_model.msgpack or model.safetensors); a relative
@@ -28,7 +21,7 @@ from configs import default  # noqa: E402
 # suits clusters where the weights live on a shared filesystem; the value ends up in the saved config.
 BERT_BASE_ENV = "SKCLIP_BERT_BASE"
 BERT_BASE_DIR = "pretrained/bert-base-uncased"
-# The offline default: all-MiniLM-L6-v2, shipped with the environment (see configs/default.py).
+# The offline default: all-MiniLM-L6-v2, shipped with the environment (see skclip_jax/config_lib/default.py).
 MINILM = "minilm"
 
 
@@ -64,7 +57,7 @@ def set_fields(**fields) -> Callable[[ml_collections.ConfigDict], None]:
 
 
 def base_config(dataset: str, data_dir: str) -> ml_collections.ConfigDict:
-    """configs/default.py with the dataset's name and directory, and the paper's BERT-base text tower."""
+    """skclip_jax/config_lib/default.py with the dataset's name and directory, and the paper's BERT-base text tower."""
     config = default.get_config()
     config.data.dataset = dataset
     config.data.data_dir = data_dir
@@ -240,6 +233,15 @@ ABLATIONS: dict[str, Variant] = {
         "all devices on the fsdp axis, parameters and optimizer state sharded",
     ),
 }
+
+
+def benchmark_splits(name: str) -> Variant:
+    """A named benchmark of a PYSKL pickle: trains on `<name>_train`, tests on `<name>_val` (NTU's xsub, ...)."""
+    return Variant(
+        set_fields(**{"data.train_split": f"{name}_train", "data.test_split": f"{name}_val"}),
+        "split",
+        f"cross-{name[1:]} benchmark ({name}_train / {name}_val)",
+    )
 
 
 def parse_variants(arg: str | None) -> list[str]:

@@ -2,20 +2,20 @@
 
 `zero_shot(name, unseen, help)` makes a split variant that holds `unseen` (class names or 0-based indices)
 out of training; `templates` turns on a prompt-template ensemble; `descriptions(path)` adds a JSON of class
-descriptions. Kept apart from configs/variants.py (the paper's ablations) so each file has one job.
+descriptions. Kept apart from skclip_jax/config_lib/variants.py (the paper's ablations) so each file has one job.
 """
 
 import os
 
 import ml_collections
 
-from configs import variants
+import data_prep
+from skclip_jax.config_lib import variants
 
 # CLIP-style templates; "{}" alone (the paper's prompt) stays in the ensemble.
 TEMPLATES = ("{}", "a person {}.", "a video of someone {}.", "a person doing {}.")
-DESCRIPTIONS_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data_prep", "class_descriptions"
-)
+# Shipped with data_prep (package data): found wherever the package is installed.
+DESCRIPTIONS_DIR = os.path.join(os.path.dirname(data_prep.__file__), "class_descriptions")
 
 
 def zero_shot(unseen: tuple, help_text: str, **fields) -> variants.Variant:

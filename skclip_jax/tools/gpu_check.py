@@ -1,9 +1,9 @@
-r"""One-command accelerator check: `python -m skclip_jax.gpu_check [--cpu] [--dry_run] [--out=FILE]`.
+r"""One-command accelerator check: `python -m skclip_jax.tools.gpu_check [--cpu] [--dry_run] [--out=FILE]`.
 
 Runs, each stage in its own subprocess with its own time limit, and writes one JSON file of all figures:
 
   1. ``env``: jax version, devices, and which optional modules are importable;
-  2. ``bench``: ``skclip_jax.bench`` at the paper's configuration (UCF-101 sizes, bert-base shapes), float32
+  2. ``bench``: ``skclip_jax.tools.bench`` at the paper's configuration (UCF-101 sizes, bert-base shapes), float32
      and bfloat16, at batch 32 and at the largest batch that fits (estimated from the batch-32 run's peak device
      memory and the device's memory limit, then run; halved on an out-of-memory error): train and eval clips/s,
      compile time, peak device memory, XLA's FLOPs and the model FLOP utilisation (MFU);
@@ -139,7 +139,7 @@ def bench_command(args, dtype: str, batch: int) -> list[str]:
     return [
         args.python,
         "-m",
-        "skclip_jax.bench",
+        "skclip_jax.tools.bench",
         *bench_config(args),
         f"--config.model.dtype={dtype}",
         f"--batch_size={batch}",
@@ -153,7 +153,7 @@ def pipeline_command(args, workers: int, data_dir: str) -> list[str]:
     return [
         args.python,
         "-m",
-        "skclip_jax.gpu_check",
+        "skclip_jax.tools.gpu_check",
         "--_pipeline_worker",
         f"--_config={config}",
         f"--_data_dir={data_dir}",

@@ -1,4 +1,4 @@
-r"""Step throughput benchmark: `python -m skclip_jax.bench --config=configs/ucf101.py:cpu [--batch_size=N]`.
+r"""Step throughput benchmark: `python -m skclip_jax.tools.bench --config=configs/ucf101.py:cpu [--batch_size=N]`.
 
 Prints one JSON line: train-step and eval clips/s on random keypoint batches of the config's shapes (so the input
 pipeline is not measured), compile times apart, peak memory, the device kind, and model FLOPs a step with MFU where
@@ -8,7 +8,7 @@ the device's peak is known. Not a test: run it on the machine whose figures you 
                 forward / backward and each of its distinct convolutions and BatchNorms, the BERT text and
                 fusion passes, the optimizer; a table goes to stderr, the figures into the JSON line.
   --notrain_step  with --profile: the parts alone, without compiling the whole step (minutes on a GPU).
-  --trace_dir=DIR a jax.profiler trace of two train steps; `python -m skclip_jax.trace_summary DIR` lists the
+  --trace_dir=DIR a jax.profiler trace of two train steps; `python -m skclip_jax.tools.trace_summary DIR` lists the
                 heaviest kernels (how the GPU's slow convolutions without autotuning were found).
   --present_persons=N  only the first N persons of each random clip have keypoints, the rest are padding (as
                 one-person clips in a two-person config): what the patch stem's skipping gains on such data.
@@ -28,6 +28,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from skclip_jax import host_memory
+
+# The schedule's run length: only the learning rate's value at the measured steps depends on it.
+BENCH_RUN_STEPS = 1000
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/demo.py", "Config file.", lock_config=False
@@ -73,14 +76,14 @@ _TRACE_DIR = flags.DEFINE_string(
     "trace_dir",
     None,
     "Write a jax.profiler trace of two train steps (after the timed ones) here; summarise it with "
-    "`python -m skclip_jax.trace_summary DIR`.",
+    "`python -m skclip_jax.tools.trace_summary DIR`.",
 )
 _ALTERNATE = flags.DEFINE_multi_string(
     "alternate",
     [],
     "KEY=VALUE config fields of a variant B (repeatable, e.g. model.slowonly.low_memory=True): after the timed "
     "steps, both train steps are compiled in this process and their steps alternated, A B B A ... "
-    "(skclip_jax/bench_alternate.py); prints each one's median step time.",
+    "(skclip_jax/tools/bench_alternate.py); prints each one's median step time.",
 )
 _ALTERNATE_ROUNDS = flags.DEFINE_integer(
     "alternate_rounds", 4, "With --alternate, timed steps per variant."
@@ -153,7 +156,7 @@ def executable_figures(prefix: str, lowered, compiled, step_s: float) -> dict:
     reported 630 of the bf16 step's 3,641 GFLOP at B=32), which would make MFU meaningless. Buffer sizes come from the
     compiled executable's memory analysis.
     """
-    from skclip_jax import bench_profile
+    from skclip_jax.tools import bench_profile
 
     out = {}
     try:
@@ -314,7 +317,7 @@ def _time_alternating(
     variant,
     steps,
     train_exec,
-    text_setup,
+    tower,
     mesh,
     shardings,
     state,
@@ -326,15 +329,14 @@ def _time_alternating(
     when ``_time_train_step`` compiled it, else compiled here); their steps alternated into ``result``."""
     import jax
 
-    from skclip_jax import bench_alternate, train
-    from skclip_jax.models import text
+    from skclip_jax import factory
+    from skclip_jax import steps as steps_lib
+    from skclip_jax.tools import bench_alternate
 
     overrides = _ALTERNATE.value
-    bert_dir, vocab, enc_id = text_setup
-    model_b = train.build_model(variant, text.bert_config(bert_dir, vocab, 0.1), enc_id)
-    schedule = train.learning_rate_schedule(variant.optim.lr, 1000, 10, 0.1)
-    steps_b = train.compile_steps(
-        model_b, train.StepOptions.from_config(variant), schedule, mesh, shardings
+    parts_b = factory.build(variant, total_steps=BENCH_RUN_STEPS, tower=tower)
+    steps_b = steps_lib.compile_steps(
+        parts_b.model, steps_lib.StepOptions.from_config(variant), parts_b.schedule, mesh, shardings
     )
 
     def compile_train(name, s):
@@ -363,6 +365,30 @@ def _time_alternating(
     return state
 
 
+def describe_run(config, opts, batch: int, init_s: float, present: int | None) -> dict:
+    """The JSON line's description of what is measured: device, shapes and the kernels `auto` chose."""
+    import jax
+
+    from skclip_jax.models import batch_norm, conv_impl
+
+    return {
+        "device_kind": jax.devices()[0].device_kind,
+        "num_devices": jax.device_count(),
+        "dtype": config.model.dtype,
+        "batch_size": batch,
+        "clip_len": config.data.clip_len,
+        "train_size": config.data.train_size,
+        "state_init_s": round(init_s, 2),
+        "conv_impl": conv_impl.resolve(config.model.slowonly.get("conv_impl", "xla")),
+        "batch_norm_impl": batch_norm.resolve(config.model.slowonly.get("batch_norm_impl", "flax")),
+        "low_memory": bool(config.model.slowonly.get("low_memory", False)),
+        "stem_impl": "patches" if opts.stem_patches else "conv",
+        "present_persons": present or config.data.num_persons,
+        # set by host_memory's re-execution (docs/benchmarks.md)
+        "host_allocator": host_memory.current_allocator(),
+    }
+
+
 def main(argv):
     del argv
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -370,8 +396,9 @@ def main(argv):
     import jax.numpy as jnp
     import numpy as np
 
-    from skclip_jax import bench_alternate, class_texts, sharding, train
-    from skclip_jax.models import batch_norm, conv_impl, text
+    from skclip_jax import class_texts, factory, sharding
+    from skclip_jax import steps as steps_lib
+    from skclip_jax.tools import bench_alternate
 
     config = _CONFIG.value
     variant = None
@@ -390,32 +417,24 @@ def main(argv):
     mesh = sharding.make_mesh(config.mesh_shape)
     sharding.check_batch_divisible(batch, mesh)
     sharding.check_batch_divisible(eval_batch, mesh, "eval_batch_size")
-    bert_dir = text.resolve_bert_dir(config.model.text.bert_dir)
-    tokenizer, enc_id = text.load_tokenizer(bert_dir)
+    parts = factory.build(config, total_steps=BENCH_RUN_STEPS)
     names = class_names(_NUM_CLASSES.value, _PROMPT_TOKENS.value, config.data.max_text_len)
     # Padded as a training run pads its class texts (to the longest, at most data.max_text_len).
-    tokens = class_texts.tokens_for(tokenizer, [[n] for n in names], config.data.max_text_len)
+    tokens = class_texts.tokens_for(
+        parts.text.tokenizer, [[n] for n in names], config.data.max_text_len
+    )
     class_tokens = jax.device_put(
         {k: jnp.asarray(v) for k, v in tokens.items()}, sharding.replicated(mesh)
     )
-    model = train.build_model(config, text.bert_config(bert_dir, len(tokenizer), 0.1), enc_id)
-    schedule = train.learning_rate_schedule(config.optim.lr, 1000, 10, 0.1)
     logging.info("initialising the train state")
     t0 = time.perf_counter()
-    state, shardings = train.create_train_state(
-        model,
-        train.make_optimizer(config, schedule),
-        mesh,
-        jax.random.key(0),
-        num_keypoints=config.model.slowonly.in_channels,
-        max_text_len=config.data.max_text_len,
-        shard_params=config.shard_params,
-    )
+    # Random weights (no BERT checkpoint read): throughput does not depend on them.
+    state, shardings = factory.init_state(parts, config, mesh, load_pretrained=False)
     jax.block_until_ready(state)
     init_s = time.perf_counter() - t0
     logging.info("train state ready in %.1f s", init_s)
-    opts = train.StepOptions.from_config(config)
-    steps = train.compile_steps(model, opts, schedule, mesh, shardings)
+    opts = steps_lib.StepOptions.from_config(config)
+    steps = steps_lib.compile_steps(parts.model, opts, parts.schedule, mesh, shardings)
     rng = np.random.default_rng(0)
     key = jax.random.key(0)
     batches = [
@@ -428,22 +447,7 @@ def main(argv):
         for _ in range(2)
     ]
 
-    result = {
-        "device_kind": jax.devices()[0].device_kind,
-        "num_devices": jax.device_count(),
-        "dtype": config.model.dtype,
-        "batch_size": batch,
-        "clip_len": config.data.clip_len,
-        "train_size": config.data.train_size,
-        "state_init_s": round(init_s, 2),
-        "conv_impl": conv_impl.resolve(config.model.slowonly.get("conv_impl", "xla")),
-        "batch_norm_impl": batch_norm.resolve(config.model.slowonly.get("batch_norm_impl", "flax")),
-        "low_memory": bool(config.model.slowonly.get("low_memory", False)),
-        "stem_impl": "patches" if opts.stem_patches else "conv",
-        "present_persons": present or config.data.num_persons,
-        # set by host_memory's re-execution (README "Benchmarks")
-        "host_allocator": host_memory.current_allocator(),
-    }
+    result = describe_run(config, opts, batch, init_s, present)
     train_exec = None
     if _TRAIN_STEP.value:
         state, train_exec = _time_train_step(
@@ -455,7 +459,7 @@ def main(argv):
             variant,
             steps,
             train_exec,
-            (bert_dir, len(tokenizer), enc_id),
+            parts.text,
             mesh,
             shardings,
             state,
@@ -515,12 +519,12 @@ def main(argv):
         }
         print(side_by_side(result, peer), file=sys.stderr, flush=True)
     if _PROFILE.value:
-        from skclip_jax import bench_profile
+        from skclip_jax.tools import bench_profile
 
         prof = bench_profile.profile(
-            model=model,
+            model=parts.model,
             state=state,
-            opts=train.StepOptions.from_config(config),
+            opts=opts,
             batch=batches[0],
             class_tokens=class_tokens,
             train_step_s=result.get("train_step_s", 0.0),

@@ -1,6 +1,6 @@
 """Throughput of the keypoint path: host transforms, device rendering, NumPy baseline.
 
-    python -m skclip_jax.bench_heatmaps [--batch=32] [--iters=20]
+    python -m skclip_jax.tools.bench_heatmaps [--batch=32] [--iters=20]
 
 Prints one JSON line:
   host_train_transform_clips_per_s  ``train_transform`` on synthetic samples, one core;

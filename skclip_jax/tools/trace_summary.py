@@ -1,11 +1,11 @@
 """Where a profiled step's device time went: the heaviest kernels of a ``jax.profiler`` trace, as text.
 
-``python -m skclip_jax.bench --trace_dir=DIR`` writes a trace (an ``*.xplane.pb`` under
+``python -m skclip_jax.tools.bench --trace_dir=DIR`` writes a trace (an ``*.xplane.pb`` under
 ``DIR/plugins/profile/<run>/``); TensorBoard's profile plugin shows it, but a GPU lease leaves no time for a
 browser, so this prints the numbers that matter at once: for each device plane, each line's (stream's)
 busy time, and the kernels summed by name, heaviest first.
 
-    python -m skclip_jax.trace_summary DIR_OR_FILE [--top=30] [--plane=/device:]
+    python -m skclip_jax.tools.trace_summary DIR_OR_FILE [--top=30] [--plane=/device:]
 
 Reading the trace needs the XPlane protobuf, which TensorFlow ships (``tensorflow.tsl``) as does ``tsl``.
 """

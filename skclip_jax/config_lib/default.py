@@ -115,7 +115,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Parameter groups (mmcv paramwise_cfg): lr = optim.lr * <group>_lr_mult, weight decay = weight_decay *
     # encoder_decay_mult on both encoders; projections, fusion projection, match head and temperature train at
     # the base lr. These are the original's NTU-60 / CSI (`-itm`) recipe; HMDB-51 and UCF-101 use the WFI
-    # (`-pacl`) recipe (configs/variants.py: itm_recipe, pacl_recipe).
+    # (`-pacl`) recipe (skclip_jax/config_lib/variants.py: itm_recipe, pacl_recipe).
     config.optim.lr = 1e-3
     config.optim.video_lr_mult = 1.0
     config.optim.text_lr_mult = 0.01
