@@ -65,6 +65,10 @@ def base_config(dataset: str, data_dir: str) -> ml_collections.ConfigDict:
     return config
 
 
+# BERT and its cross-attention in the cpu recipe: x0.01 of the base lr.
+CPU_TEXT_LR_MULT = 0.01
+
+
 def shrink_for_cpu(config: ml_collections.ConfigDict) -> None:
     """The same pipeline and losses, sized for a 2-core laptop: short clips, small volumes, tiny nets.
 
@@ -94,15 +98,19 @@ def shrink_for_cpu(config: ml_collections.ConfigDict) -> None:
     config.optim.warmup_epochs = 1.0
     # A few hundred steps from scratch: base lr 3e-3 (heads, projections, temperature; BERT and its
     # cross-attention at x0.01 of it) and the video tower at x3 (9e-3). On the demo's validation split
-    # these learn SSM and CSI far sooner than the itm recipe's 1e-3 / x1 (README, "Making CSI learn").
+    # these learn SSM and CSI far sooner than the itm recipe's 1e-3 / x1 (docs/design.md, "Making CSI
+    # learn"). Every rate is set here, so a dataset's full-size recipe (HMDB-51 and UCF-101 train BERT at
+    # x1, the pacl recipe) never leaks into its cpu variant: BERT at x1 of 3e-3 keeps CSI at its prior.
     config.optim.lr = 3e-3
     config.optim.video_lr_mult = 3.0
+    config.optim.text_lr_mult = CPU_TEXT_LR_MULT
+    config.optim.crossattn_lr_mult = CPU_TEXT_LR_MULT
     # Evaluated half-way and after the last step (the trainer always evaluates at the end): an evaluation
     # of the whole test split costs as much as tens of training steps on a CPU.
     config.eval_every_steps = -5
     config.checkpoint_every_steps = -5
     # BERT dropout off: CSI's video evidence enters the pretrained BERT as a small perturbation of its
-    # residual stream, and dropout 0.1 hides it for hundreds of steps (README, "Making CSI learn").
+    # residual stream, and dropout 0.1 hides it for hundreds of steps (docs/design.md, "Making CSI learn").
     config.model.text.dropout = 0.0
 
 
