@@ -39,6 +39,8 @@ class StepOptions:
     group_size: int
     # Keypoints reach the stem as HeatmapPatches instead of rendered volumes (models/patch_stem.py).
     stem_patches: bool = False
+    # optim.ema_decay: the parameter average's decay (0: none kept).
+    ema_decay: float = 0.0
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "StepOptions":
@@ -64,6 +66,7 @@ class StepOptions:
             temperature_range=tuple(config.model.temperature_range),
             group_size=config.model.contrastive_group_size,
             stem_patches=stem_impl == "patches",
+            ema_decay=float(config.optim.get("ema_decay", 0.0)),
         )
 
 
@@ -251,9 +254,26 @@ def train_step(
     params = dict(new_state.params)
     params["temperature"] = jnp.clip(params["temperature"], *opts.temperature_range)
     new_state = new_state.replace(params=params)
+    if new_state.ema is not None:
+        current = {"params": new_state.params, "batch_stats": new_state.batch_stats}
+        new_state = new_state.replace(
+            ema=ema_update(new_state.ema, current, state.step, opts.ema_decay)
+        )
     metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["learning_rate"] = schedule(state.step)
     return new_state, metrics
+
+
+def ema_update(ema, current, step: jax.Array, decay: float):
+    """One step of the parameter average: ema + (1 - d) * (current - ema), d = min(decay, (1 + t) / (10 + t)).
+
+    `t` counts the updates before this one. The warm-up (TensorFlow's ExponentialMovingAverage with
+    num_updates) lets the average follow the fast early steps instead of remembering the initial weights for
+    hundreds of steps: a short run's average is then of its trained weights.
+    """
+    t = jnp.asarray(step, jnp.float32)
+    d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+    return jax.tree.map(lambda e, c: e + (1.0 - d).astype(e.dtype) * (c - e), ema, current)
 
 
 def encode_classes(
@@ -277,6 +297,23 @@ def encode_classes(
     return class_texts.ensemble_features(feats, class_tokens["prompt_mask"])
 
 
+def view_volumes(
+    keypoint: jax.Array, score: jax.Array, opts: StepOptions
+) -> jax.Array | heatmap_patches.HeatmapPatches:
+    """Test volumes [F * V, T, S, S, K] of V test views [V, M, T, K, 2], S = test_size; with test_flip (PYSKL's
+    ``double=True``) F = 2, the horizontally flipped copies (left/right keypoints swapped) last."""
+    volume = render_volume(keypoint, score, opts.test_size, opts)
+    if opts.test_flip and isinstance(volume, heatmap_patches.HeatmapPatches):
+        flipped = heatmap_patches.flip_patches(
+            volume, heatmaps.COCO_LEFT_KP, heatmaps.COCO_RIGHT_KP
+        )
+        return heatmap_patches.concatenate([volume, flipped])
+    if opts.test_flip:
+        flipped = heatmaps.flip_heatmaps(volume, heatmaps.COCO_LEFT_KP, heatmaps.COCO_RIGHT_KP)
+        return jnp.concatenate([volume, flipped])
+    return volume
+
+
 def test_view_frames(
     state: TrainState,
     keypoint: jax.Array,
@@ -286,18 +323,9 @@ def test_view_frames(
     opts: StepOptions,
 ) -> jax.Array:
     """Joint-space frames [F * V, T', E] of V test views [V, M, T, K, 2] (F = 2 with test_flip, flipped last)."""
-    volume = render_volume(keypoint, score, opts.test_size, opts)
-    if opts.test_flip and isinstance(volume, heatmap_patches.HeatmapPatches):
-        flipped = heatmap_patches.flip_patches(
-            volume, heatmaps.COCO_LEFT_KP, heatmaps.COCO_RIGHT_KP
-        )
-        volume = heatmap_patches.concatenate([volume, flipped])
-    elif opts.test_flip:
-        flipped = heatmaps.flip_heatmaps(volume, heatmaps.COCO_LEFT_KP, heatmaps.COCO_RIGHT_KP)
-        volume = jnp.concatenate([volume, flipped])
     frames, _ = model.apply(
         {"params": state.params, "batch_stats": state.batch_stats},
-        volume,
+        view_volumes(keypoint, score, opts),
         False,
         method=skclip.SkeletonCLIP.encode_video,
     )

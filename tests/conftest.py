@@ -39,3 +39,17 @@ def tiny_dataset(tmp_path_factory):
         str(out), num_train_per_class=3, num_test_per_class=2, num_classes=4, num_frames=20
     )
     return input_pipeline.load_dataset_info(str(out))
+
+
+@pytest.fixture(scope="module")
+def tokens_and_bert():
+    """Four class prompts, a tiny random BERT without dropout and the [ENC] token id (test_train_step, test_ema)."""
+    from skclip_jax.models import text
+
+    tokenizer, enc_id = text.load_tokenizer(text.resolve_bert_dir("minilm"))
+    names = ["waving hand", "jumping jacks", "squatting", "kicking"]
+    tokens = text.tokenize(tokenizer, names, 10)
+    bert_cfg = text.tiny_bert_config(len(tokenizer))
+    bert_cfg.hidden_dropout_prob = 0.0
+    bert_cfg.attention_probs_dropout_prob = 0.0
+    return tokens, bert_cfg, enc_id

@@ -34,17 +34,6 @@ def tiny_config(**model_overrides):
     return config
 
 
-@pytest.fixture(scope="module")
-def tokens_and_bert():
-    tokenizer, enc_id = text.load_tokenizer(text.resolve_bert_dir("minilm"))
-    names = ["waving hand", "jumping jacks", "squatting", "kicking"]
-    tokens = text.tokenize(tokenizer, names, 10)
-    bert_cfg = text.tiny_bert_config(len(tokenizer))
-    bert_cfg.hidden_dropout_prob = 0.0
-    bert_cfg.attention_probs_dropout_prob = 0.0
-    return tokens, bert_cfg, enc_id
-
-
 def make_batch(seed=0, batch=BATCH, clip_len=8, size=16):
     """Clips whose single keypoint moves along a class-specific path, so the labels are learnable."""
     rng = np.random.default_rng(seed)
