@@ -8,7 +8,11 @@ The run's saved config (WORKDIR/config.json) and class list (WORKDIR/class_names
   * a PYSKL pickle: one annotation dict, a list of them, or a whole PYSKL dataset {split, annotations}
     (then --frame_dir picks clips; default: every clip of its test split);
   * .npz or .json with `keypoint` [T, V, 2] or [M, T, V, 2], optional `keypoint_score` (default 1) and
-    `img_shape` (default: the keypoints' bounding box).
+    `img_shape` (default: the keypoints' bounding box);
+  * a video file (.mp4, .avi, .mov, .mkv, .webm, ...): its keypoints are extracted first (BlazePose, one
+    person, as `python -m data_prep.video`), then it is scored in sliding windows of --window_seconds
+    (default: the config's clip_len frames) every --stride_seconds (default: half a window), plus one
+    window flush with the end. A video shorter than one window is an error.
 Every input is read and checked before anything is computed or written; a bad one stops the command with
 its file and problem. The test-time protocol is the run's evaluation (its views, flips and view
 averaging); class features are computed once, and the jitted scorer compiles once for all clips (each
@@ -18,9 +22,17 @@ Outputs: a table per clip on stdout; OUTPUT/predictions.jsonl (one line per clip
 classes and probabilities, the WFI frame weights of the top class); OUTPUT/<clip>_frames.png (the WFI
 frame weights of the top-3 classes over the video, and the skeleton at the top class's most weighted
 frames). OUTPUT defaults to WORKDIR/predict. Files are written atomically.
+
+For a video: one predictions.jsonl line per window (with `window`, `start` and `end` in seconds and
+`start_frame`/`end_frame`, end exclusive; `top_k` empty for a window without a person), a line per window
+on stdout (the usual table when there is one window), OUTPUT/<clip>_frames.png for the window whose top
+class is most confident, drawn over the video's frames, OUTPUT/<clip>_timeline.png (the leading classes'
+probabilities over time and each window's top-1; with two windows or more) and, with --annotated_video,
+OUTPUT/<clip>_annotated.mp4 (the skeleton and the nearest window's top class on every frame).
 """
 
 import dataclasses
+import functools
 import json
 import os
 import pickle
@@ -36,6 +48,7 @@ from ml_collections import config_flags
 
 from skclip_jax import api, host_memory
 from skclip_jax.api import PredictError, validate_clip
+from skclip_jax.video.reader import VIDEO_EXTENSIONS
 
 FLAGS = flags.FLAGS
 
@@ -48,7 +61,11 @@ def define_flags() -> None:
     )
     flags.DEFINE_string("workdir", None, "The trained run's directory.")
     flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
-    flags.DEFINE_multi_string("input", None, "Clip file(s): .pkl/.pickle (PYSKL), .npz, .json.")
+    flags.DEFINE_multi_string(
+        "input",
+        None,
+        "Clip file(s): .pkl/.pickle (PYSKL), .npz, .json, or a video (.mp4, .avi, ...).",
+    )
     flags.DEFINE_multi_string(
         "frame_dir",
         None,
@@ -58,6 +75,19 @@ def define_flags() -> None:
     flags.DEFINE_string("classes_file", None, "Class names, one per line.")
     flags.DEFINE_integer("top_k", 5, "Classes listed per clip.")
     flags.DEFINE_string("output", None, "Output directory (default: WORKDIR/predict).")
+    flags.DEFINE_float(
+        "window_seconds",
+        None,
+        "Video inputs: window length (default: the config's clip_len frames).",
+    )
+    flags.DEFINE_float(
+        "stride_seconds", None, "Video inputs: window step (default: half a window)."
+    )
+    flags.DEFINE_bool(
+        "annotated_video",
+        False,
+        "Video inputs: also write <clip>_annotated.mp4 (skeleton + label).",
+    )
     flags.mark_flags_as_required(["workdir", "input"])
 
 
@@ -73,6 +103,8 @@ class Clip:
     frame_dir: str | None
     sample: dict[str, Any]
     label: int | None = None
+    # Frame rate of a video input (its keypoints extracted here); None for keypoint files.
+    fps: float | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -138,10 +170,12 @@ def load_clips(
             elif ext == ".json":
                 with open(path, encoding="utf-8") as f:
                     anns = [json.load(f)]
+            elif ext in VIDEO_EXTENSIONS:
+                anns = [video_annotation(path)]
             else:
                 raise PredictError(
                     f"{path}: unknown input format {ext or '(no extension)'!r}; use a PYSKL .pkl, "
-                    ".npz or .json"
+                    f".npz, .json or a video ({', '.join(VIDEO_EXTENSIONS)})"
                 )
         except PredictError:
             raise
@@ -153,8 +187,59 @@ def load_clips(
             sample = validate_clip(ann, where, num_keypoints)
             label = ann.get("label")
             label = int(label) if isinstance(label, int | np.integer) else None
-            clips.append(Clip(path, None if frame_dir is None else str(frame_dir), sample, label))
+            fps = float(ann["fps"]) if ext in VIDEO_EXTENSIONS else None
+            clips.append(
+                Clip(path, None if frame_dir is None else str(frame_dir), sample, label, fps=fps)
+            )
     return clips
+
+
+@functools.cache
+def _pose_model():
+    from skclip_jax.video import blazepose
+
+    return blazepose.BlazePose()
+
+
+def video_annotation(path: str) -> dict[str, Any]:
+    """A video input's keypoints (one person, as data_prep.video extracts them), with its `fps`; the
+    pose models load once for all inputs."""
+    from skclip_jax.video import VideoError, extract
+
+    try:
+        result = extract.extract(path, pose=_pose_model())
+    except VideoError as e:
+        raise PredictError(str(e)) from e
+    ann = result.annotation()
+    del ann["frame_dir"]  # outputs are named after the file
+    return ann
+
+
+def video_windows(clips: Sequence[Clip], config, window_seconds=None, stride_seconds=None):
+    """Each clip's sliding windows (None for keypoint files); PredictError for a video shorter than one
+    window, before anything is computed or written."""
+    from skclip_jax.video import timeline
+
+    plans = []
+    for clip in clips:
+        if clip.fps is None:
+            plans.append(None)
+            continue
+        try:
+            window, stride = timeline.window_frames(
+                clip.fps, config.data.clip_len, window_seconds, stride_seconds
+            )
+        except ValueError as e:
+            raise PredictError(str(e)) from e
+        total = clip.sample["total_frames"]
+        windows = timeline.sliding_windows(total, window, stride, clip.fps)
+        if not windows:
+            raise PredictError(
+                f"{clip.input}: {total} frames ({total / clip.fps:.2f} s) is shorter than one window "
+                f"of {window} frames ({window / clip.fps:.2f} s); pass a smaller --window_seconds"
+            )
+        plans.append(windows)
+    return plans
 
 
 def parse_classes(classes: str | None, classes_file: str | None) -> tuple[str, ...] | None:
@@ -218,6 +303,16 @@ def _savefig_atomic(fig, path: str) -> None:
             os.remove(tmp)
 
 
+def panel_frames(probs, weights, positions, num_frames: int) -> list[tuple[int, int]]:
+    """(time step, frame index) of the skeleton panels: the top class's most weighted steps, in order."""
+    top = int(np.argsort(-probs, kind="stable")[0])
+    best = np.argsort(-weights[top], kind="stable")[:SKELETON_PANELS]
+    return [
+        (int(step), min(max(int(round(positions[step])), 0), num_frames - 1))
+        for step in sorted(best)
+    ]
+
+
 def plot_frames(
     clip: Clip,
     class_names: Sequence[str],
@@ -225,9 +320,13 @@ def plot_frames(
     weights: np.ndarray,
     positions: np.ndarray,
     path: str,
+    images: dict[int, np.ndarray] | None = None,
+    frame_offset: int = 0,
 ) -> None:
     """WFI frame weights of the top-3 classes over the video, and the skeleton at the top class's most
-    weighted frames (the paper's picture of what WFI attends to)."""
+    weighted frames (the paper's picture of what WFI attends to), over the video's own frames where
+    `images` ({frame index: RGB image}) has them. `frame_offset`: the clip's first frame in the video
+    (a window's), added to the frame numbers shown and to the keys of `images`."""
     from matplotlib.figure import Figure
 
     from skclip_jax import heatmaps
@@ -238,7 +337,7 @@ def plot_frames(
     ax = fig.add_subplot(grid[0, :])
     for rank, c in enumerate(top):
         ax.plot(
-            positions,
+            positions + frame_offset,
             weights[c],
             marker="o",
             linewidth=2.2 if rank == 0 else 1.3,
@@ -251,15 +350,16 @@ def plot_frames(
     ax.legend(fontsize=8)
 
     kp, score = clip.sample["keypoint"], clip.sample["keypoint_score"]
-    best = np.argsort(-weights[top[0]], kind="stable")[:SKELETON_PANELS]
-    for step in best:
-        ax.axvline(positions[step], color="0.6", linestyle=":", linewidth=1)
+    panels = panel_frames(probs, weights, positions, kp.shape[1])
+    for step, _ in panels:
+        ax.axvline(positions[step] + frame_offset, color="0.6", linestyle=":", linewidth=1)
     visible = score > 0
     xs, ys = kp[..., 0][visible], kp[..., 1][visible]
-    for panel, step in enumerate(sorted(best)):
-        frame = int(round(positions[step]))
-        frame = min(max(frame, 0), kp.shape[1] - 1)
+    for panel, (step, frame) in enumerate(panels):
         sub = fig.add_subplot(grid[1, panel])
+        image = (images or {}).get(frame + frame_offset)
+        if image is not None:
+            sub.imshow(image)
         for person in range(kp.shape[0]):
             pts, ok = kp[person, frame], score[person, frame] > 0
             for a, b in heatmaps.COCO_LIMBS:
@@ -267,13 +367,20 @@ def plot_frames(
                     sub.plot(pts[[a, b], 0], pts[[a, b], 1], color="tab:blue", linewidth=2)
             sub.scatter(pts[ok, 0], pts[ok, 1], s=10, color="tab:red", zorder=3)
         if xs.size:
-            pad = 0.05 * max(xs.max() - xs.min(), ys.max() - ys.min(), 1.0)
-            sub.set_xlim(xs.min() - pad, xs.max() + pad)
-            sub.set_ylim(ys.max() + pad, ys.min() - pad)  # image y points down.
+            # Over a video frame, some of the scene around the person too, within the frame.
+            pad = (0.25 if images else 0.05) * max(xs.max() - xs.min(), ys.max() - ys.min(), 1.0)
+            x0, x1, y0, y1 = xs.min() - pad, xs.max() + pad, ys.min() - pad, ys.max() + pad
+            if image is not None:
+                h, w = image.shape[:2]
+                x0, x1, y0, y1 = max(x0, -0.5), min(x1, w - 0.5), max(y0, -0.5), min(y1, h - 0.5)
+            sub.set_xlim(x0, x1)
+            sub.set_ylim(y1, y0)  # image y points down.
         sub.set_aspect("equal")
         sub.set_xticks([])
         sub.set_yticks([])
-        sub.set_title(f"frame {frame} (weight {weights[top[0], step]:.2f})", fontsize=9)
+        sub.set_title(
+            f"frame {frame + frame_offset} (weight {weights[top[0], step]:.2f})", fontsize=9
+        )
     _savefig_atomic(fig, path)
 
 
@@ -306,6 +413,100 @@ def unique_names(clips: Sequence[Clip]) -> list[str]:
     return names
 
 
+def predict_video(
+    predictor,
+    clip: Clip,
+    name: str,
+    windows,
+    config,
+    class_names: Sequence[str],
+    top_k: int,
+    output: str,
+    annotated_video: bool,
+    out,
+    seconds: list[float],
+) -> list[dict[str, Any]]:
+    """Scores a video input window by window and writes its frames PNG, timeline and annotated video;
+    returns its predictions.jsonl records, one per window."""
+    from skclip_jax.video import timeline
+
+    fps, kp, score = clip.fps, clip.sample["keypoint"], clip.sample["keypoint_score"]
+    person = score.max(axis=(0, 2)) > 0  # [T] frames where the tracker found someone
+    size = windows[0].end - windows[0].start
+    print(
+        f"{clip.input}: {clip.sample['total_frames']} frames at {fps:g} fps, {len(windows)} "
+        f"window(s) of {size} frames ({size / fps:.2f} s)",
+        file=out,
+        flush=True,
+    )
+    records, scored, best = [], [], None
+    for w in windows:
+        record = {
+            "input": clip.input,
+            "window": w.index,
+            "start": w.start_s,
+            "end": w.end_s,
+            "start_frame": w.start,
+            "end_frame": w.end,
+        }
+        records.append(record)
+        if not person[w.start : w.end].any():
+            record["top_k"] = []
+            print(f"  {w.start_s:8.2f}-{w.end_s:8.2f} s  (no person)", file=out, flush=True)
+            scored.append(None)
+            continue
+        sub_sample = timeline.window_sample(clip.sample, w)
+        sub = Clip(clip.input, f"{name}@{w.start_s:.2f}-{w.end_s:.2f}s", sub_sample, fps=fps)
+        start = time.perf_counter()
+        probs, weights = predictor(sub.sample)
+        seconds.append(time.perf_counter() - start)
+        positions = frame_positions(sub, config, weights.shape[-1])
+        full = prediction_record(sub, class_names, probs, weights, positions + w.start, top_k)
+        record.update({k: v for k, v in full.items() if k not in ("input", "frame_dir")})
+        scored.append((probs, weights, positions, sub))
+        if len(windows) == 1:
+            print(format_table(sub, class_names, probs, top_k) + "\n", file=out, flush=True)
+        else:
+            top = "  ".join(f"{c['class']} {c['prob']:.2f}" for c in record["top_k"][:3])
+            print(f"  {w.start_s:8.2f}-{w.end_s:8.2f} s  {top}", file=out, flush=True)
+        if best is None or probs.max() > scored[best][0].max():
+            best = w.index
+    if best is None:
+        return records  # no window had a person: nothing to draw
+    probs, weights, positions, sub = scored[best]
+    panels = panel_frames(probs, weights, positions, sub.sample["total_frames"])
+    start = windows[best].start
+    images = timeline.grab_frames(clip.input, [start + frame for _, frame in panels])
+    plot_frames(
+        sub,
+        class_names,
+        probs,
+        weights,
+        positions,
+        os.path.join(output, f"{name}_frames.png"),
+        images=images,
+        frame_offset=start,
+    )
+    used = [w for w, s in zip(windows, scored, strict=True) if s is not None]
+    if len(windows) > 1:
+        timeline.plot_timeline(
+            used,
+            np.stack([s[0] for s in scored if s is not None]),
+            class_names,
+            f"{os.path.basename(clip.input)}: top classes over time ({size / fps:.2f} s windows)",
+            os.path.join(output, f"{name}_timeline.png"),
+        )
+    if annotated_video:
+        labels = [
+            None if not r["top_k"] else f"{r['top_k'][0]['class']} {r['top_k'][0]['prob']:.2f}"
+            for r in records
+        ]
+        timeline.write_annotated_video(
+            clip.input, os.path.join(output, f"{name}_annotated.mp4"), kp, score, windows, labels
+        )
+    return records
+
+
 def run(
     config,
     workdir: str,
@@ -317,6 +518,9 @@ def run(
     top_k: int = 5,
     output: str | None = None,
     out=sys.stdout,
+    window_seconds: float | None = None,
+    stride_seconds: float | None = None,
+    annotated_video: bool = False,
 ) -> list[dict[str, Any]]:
     """Reads and checks every input, scores each clip, prints its table and writes the outputs.
 
@@ -327,6 +531,7 @@ def run(
     from skclip_jax import run_config
 
     clips = load_clips(inputs, config.data.num_keypoints, frame_dirs, config.data.test_split)
+    plans = video_windows(clips, config, window_seconds, stride_seconds)
     run_classes = api.run_class_names(config, workdir)
     class_names = tuple(class_names) if class_names else run_classes
     descriptions = api.class_descriptions(config, run_classes, class_names)
@@ -342,7 +547,13 @@ def run(
     output = output or os.path.join(workdir, "predict")
     os.makedirs(output, exist_ok=True)
     records, seconds = [], []
-    for clip, name in zip(clips, unique_names(clips), strict=True):
+    for clip, name, windows in zip(clips, unique_names(clips), plans, strict=True):
+        if windows is not None:
+            records += predict_video(
+                predictor, clip, name, windows, config, class_names, top_k, output,
+                annotated_video, out, seconds,
+            )  # fmt: skip
+            continue
         start = time.perf_counter()
         probs, weights = predictor(clip.sample)
         seconds.append(time.perf_counter() - start)
@@ -355,7 +566,7 @@ def run(
     run_config.write_atomic(
         os.path.join(output, "predictions.jsonl"), "".join(json.dumps(r) + "\n" for r in records)
     )
-    timing = f"first clip {seconds[0]:.2f} s with compilation"
+    timing = f"first clip {seconds[0]:.2f} s with compilation" if seconds else "nothing scored"
     if len(seconds) > 1:
         timing += f", then {np.mean(seconds[1:]):.2f} s a clip"
     print(f"wrote {len(records)} predictions to {output} ({timing})", file=out, flush=True)
@@ -383,6 +594,9 @@ def main(argv):
             frame_dirs=FLAGS.frame_dir,
             top_k=FLAGS.top_k,
             output=FLAGS.output,
+            window_seconds=FLAGS.window_seconds,
+            stride_seconds=FLAGS.stride_seconds,
+            annotated_video=FLAGS.annotated_video,
         )
     except (PredictError, run_config.RunConfigError) as e:
         print(f"skclip_jax.predict: error: {e}", file=sys.stderr, flush=True)

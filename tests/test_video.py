@@ -20,7 +20,9 @@ SHIFT = 4  # pixels to the right per frame
 NOSE = np.array([218.0, 122.0])
 
 
-def _astronaut_frames(num_frames: int, shift: int = SHIFT) -> tuple[list[np.ndarray], np.ndarray]:
+def _astronaut_frames(
+    num_frames: int, shift: int = SHIFT, start: int = 100
+) -> tuple[list[np.ndarray], np.ndarray]:
     """RGB frames of the astronaut moving right, and the true nose position in each frame."""
     import cv2
     import skimage.data
@@ -31,7 +33,7 @@ def _astronaut_frames(num_frames: int, shift: int = SHIFT) -> tuple[list[np.ndar
     frames, noses = [], []
     y0 = H - person.shape[0]
     for i in range(num_frames):
-        x0 = 100 + shift * i
+        x0 = start + shift * i
         frame = np.full((H, W, 3), (40, 60, 80), np.uint8)
         frame[y0:, x0 : x0 + person.shape[1]] = person[:, : W - x0]
         frames.append(frame)
@@ -351,3 +353,155 @@ def test_cli_folder_pickle_goes_through_pyskl_converter(tmp_path):
     assert {name: s["num_clips"] for name, s in splits.items()} == {"train": 1, "test": 1}
     assert splits["train"]["per_class"] == {"wave": 1, "jump": 0}
     assert splits["test"]["per_class"] == {"wave": 0, "jump": 1}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# predict on video files: sliding windows, timeline, annotated video.
+
+
+def _plain_loop_starts(total, window, stride):
+    starts, start = [], 0
+    while start + window <= total:
+        starts.append(start)
+        start += stride
+    if starts and starts[-1] + window < total:
+        starts.append(total - window)  # the tail, flush with the end
+    return starts
+
+
+def test_sliding_windows_match_a_plain_loop():
+    from skclip_jax.video import timeline
+
+    for total, window, stride in [(42, 8, 4), (40, 8, 4), (8, 8, 4), (100, 30, 7), (31, 30, 50)]:
+        windows = timeline.sliding_windows(total, window, stride, fps=25.0)
+        starts = _plain_loop_starts(total, window, stride)
+        assert [w.start for w in windows] == starts
+        assert [w.end for w in windows] == [s + window for s in starts]
+        assert [w.start_s for w in windows] == pytest.approx([s / 25 for s in starts])
+        assert [w.end_s for w in windows] == pytest.approx([(s + window) / 25 for s in starts])
+        covered = np.zeros(total, bool)
+        for w in windows:
+            covered[w.start : w.end] = True
+        assert covered.all()
+    assert timeline.sliding_windows(7, 8, 4, fps=25.0) == []
+    assert timeline.window_frames(25.0, clip_len=48) == (48, 24)
+    assert timeline.window_frames(30.0, clip_len=48, window_seconds=2.0, stride_seconds=0.5) == (
+        60,
+        15,
+    )
+    with pytest.raises(ValueError, match="window_seconds"):
+        timeline.window_frames(25.0, 48, window_seconds=0)
+
+
+class _SideModel:
+    """Stands in for a trained run: "left side" or "right side" by where the nose is (x of 320 is the
+    frame's middle), so that each window's answer shows which frames it was given."""
+
+    step = 0
+
+    def __init__(self, clip_len):
+        self.clip_len = clip_len
+        self.samples = []
+
+    def set_classes(self, class_names, descriptions=None):
+        self.class_names = tuple(class_names)
+
+    def __call__(self, sample):
+        self.samples.append(sample)
+        kp, score = sample["keypoint"][0, :, 0], sample["keypoint_score"][0, :, 0]
+        x = kp[score > 0, 0].mean()
+        right = 1 / (1 + np.exp(-(x - W / 2) / 10))
+        weights = np.full((2, self.clip_len // 2), 2 / self.clip_len)
+        return np.array([1 - right, right]), weights
+
+
+@pytest.fixture()
+def side_predict(monkeypatch):
+    """predict.run with _SideModel in place of a restored run (restoring a trained run is
+    test_predict.py's business; these tests are about the video's windows)."""
+    from configs import demo
+    from skclip_jax import api, predict
+
+    config = demo.get_config("tiny")
+    model = _SideModel(config.data.clip_len)
+    monkeypatch.setattr(api, "restore", lambda config, workdir, step=None: model)
+    monkeypatch.setattr(api, "run_class_names", lambda config, workdir: ("left side", "right side"))
+
+    def run(inputs, output, **kwargs):
+        return predict.run(config, "unused", inputs, output=str(output), top_k=2, **kwargs)
+
+    run.config, run.model = config, model
+    return run
+
+
+def test_predict_scores_a_long_video_in_sliding_windows(side_predict, tmp_path):
+    import io
+    import json
+
+    frames, noses = _astronaut_frames(
+        42, shift=6, start=0
+    )  # the nose crosses the middle at frame 24
+    video = _write_video(tmp_path / "walk right.mp4", frames)
+    out_dir = tmp_path / "out"
+    stdout = io.StringIO()
+    records = side_predict([video], out_dir, annotated_video=True, out=stdout)
+    clip_len = side_predict.config.data.clip_len
+    starts = _plain_loop_starts(42, clip_len, clip_len // 2)
+    assert len(starts) > 2 and starts[-1] == 42 - clip_len
+    assert [r["window"] for r in records] == list(range(len(starts)))
+    assert [r["start_frame"] for r in records] == starts
+    assert [r["end_frame"] for r in records] == [s + clip_len for s in starts]
+    assert [r["start"] for r in records] == pytest.approx([s / 25 for s in starts])
+    assert [r["end"] for r in records] == pytest.approx([(s + clip_len) / 25 for s in starts])
+    # Each window was given its own frames: its answer follows the true nose over those frames.
+    for r in records:
+        true_x = noses[r["start_frame"] : r["end_frame"], 0].mean()
+        if abs(true_x - W / 2) > 15:
+            assert r["top_k"][0]["class"] == ("right side" if true_x > W / 2 else "left side"), r
+        assert all(r["start_frame"] <= p < r["end_frame"] for p in r["frame_positions"])
+    assert len(side_predict.model.samples) == len(starts)
+    assert all(s["total_frames"] == clip_len for s in side_predict.model.samples)
+    with open(out_dir / "predictions.jsonl") as f:
+        assert [json.loads(line) for line in f] == records
+    assert sorted(os.listdir(out_dir)) == [
+        "predictions.jsonl",
+        "walk_right_annotated.mp4",
+        "walk_right_frames.png",
+        "walk_right_timeline.png",
+    ]
+    for png in ("walk_right_frames.png", "walk_right_timeline.png"):
+        assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    annotated, fps = reader.read_frames(out_dir / "walk_right_annotated.mp4")
+    assert annotated.shape == (42, H, W, 3) and fps == pytest.approx(25)
+    # The skeleton is drawn: the annotated frame differs from the original around the nose.
+    nose = noses[10].astype(int)
+    patch = (slice(nose[1] - 30, nose[1] + 30), slice(nose[0] - 30, nose[0] + 30))
+    assert np.abs(annotated[10][patch].astype(int) - frames[10][patch].astype(int)).mean() > 5
+    lines = stdout.getvalue().splitlines()
+    assert f"{len(starts)} window(s) of {clip_len} frames" in lines[0]
+    assert sum("left side" in line or "right side" in line for line in lines) == len(starts)
+
+
+def test_predict_video_too_short_for_one_window(side_predict, tmp_path):
+    from skclip_jax.api import PredictError
+
+    frames, _ = _astronaut_frames(5)
+    video = _write_video(tmp_path / "short.mp4", frames)
+    out_dir = tmp_path / "out"
+    with pytest.raises(
+        PredictError, match=r"short\.mp4: 5 frames \(0\.20 s\) is shorter than one window of 8"
+    ):
+        side_predict([video], out_dir)
+    assert not out_dir.exists()
+    # A window that fits is fine: one window, the usual table.
+    records = side_predict([video], out_dir, window_seconds=0.2)
+    assert [(r["start_frame"], r["end_frame"]) for r in records] == [(0, 5)]
+    assert sorted(os.listdir(out_dir)) == ["predictions.jsonl", "short_frames.png"]
+
+
+def test_predict_no_person_video_is_one_line_error(side_predict, no_person_video, tmp_path):
+    from skclip_jax.api import PredictError
+
+    with pytest.raises(PredictError, match=r"empty\.mp4: no person found"):
+        side_predict([no_person_video], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
