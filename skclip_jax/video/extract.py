@@ -91,7 +91,11 @@ def extract(
     path = os.fspath(path)
     video = reader.VideoReader(path)  # opens and checks the file before the models load.
     if pose is None:
-        pose = blazepose.BlazePose(num_threads=num_threads)
+        try:
+            pose = blazepose.BlazePose(num_threads=num_threads)
+        except BaseException:
+            video.close()
+            raise
     pose.reset()
     detector_runs = pose.detector_runs
     points, scores, shape = [], [], None
