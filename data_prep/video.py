@@ -75,11 +75,18 @@ def _check_flags() -> None:
         _fail("--video_dir needs --labels=FILE and --out=FILE.pkl")
 
 
+def _save(save, data) -> None:
+    try:
+        save(FLAGS.out, data)
+    except OSError as e:
+        _fail(f"{FLAGS.out}: cannot write ({e.strerror or e})")
+
+
 def run_video() -> None:
     from skclip_jax.video import extract
 
     result = extract.extract(FLAGS.video, progress=FLAGS.progress, num_threads=FLAGS.num_threads)
-    extract.save_npz(FLAGS.out, result)
+    _save(extract.save_npz, result)
     h, w = result.img_shape
     print(
         f"wrote {FLAGS.out}: {result.total_frames} frames ({result.frames_with_person} with a "
@@ -107,7 +114,7 @@ def run_folder() -> None:
         progress=FLAGS.progress,
         num_threads=FLAGS.num_threads,
     )
-    extract.save_pickle(FLAGS.out, data)
+    _save(extract.save_pickle, data)
     for problem in skipped:
         print(f"skipped: {problem}", file=sys.stderr, flush=True)
     sizes = ", ".join(f"{name} {len(dirs)}" for name, dirs in data["split"].items())
