@@ -1,8 +1,9 @@
 """Metrics to `workdir/metrics.jsonl` (the record plots and tests read) and to TensorBoard via clu.
 
-The JSONL file is the source of truth: one line per logged step, flushed at once, appended across
-restarts. A resumed run first drops the lines past its restored step (`truncate_after`), so the file
-never holds two records of one step even when a run died between logging and checkpointing.
+The JSONL file is the source of truth: one line per logged step and kind, flushed at once, appended across
+restarts. A resumed run first drops the lines past its restored step (`truncate_after`), and a record of a
+(step, kind) already in the file replaces the old one (an `--mode=eval` of a step evaluated before), so the
+file never holds two records of one step and kind.
 """
 
 import json
@@ -87,14 +88,27 @@ class MetricsWriter:
         self.enabled = enabled
         self.path = metrics_path(workdir)
         self._file = None
+        self._keys: set[tuple[int, str]] = set()  # (step, kind) of the file's records, read at open
         if enabled:
             os.makedirs(workdir, exist_ok=True)
         self._writer = _summary_writer(workdir, enabled)
 
     def _open(self):
         if self._file is None:
+            self._keys = {(r["step"], r.get("kind")) for r in read_metrics(self.path)}
             self._file = open(self.path, "a")  # append: a resumed run continues the file.
         return self._file
+
+    def _rewrite(self, keep) -> None:
+        """Rewrites the file with the records `keep(record)` accepts (atomically: old or new file)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        kept = [r for r in read_metrics(self.path) if keep(r)]
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        os.replace(tmp, self.path)
 
     def truncate_after(self, step: int) -> None:
         """Drops records with step > `step`, e.g. after restoring the checkpoint of `step`."""
@@ -104,23 +118,24 @@ class MetricsWriter:
             self._file.close()
             self._file = None
         records = read_metrics(self.path)
-        kept = [r for r in records if r["step"] <= step]
-        if len(kept) == len(records):
-            return
-        logging.info("Dropping %d metric records after step %d", len(records) - len(kept), step)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
-        os.replace(tmp, self.path)  # atomic: a crash here leaves the old or the new file.
+        dropped = sum(r["step"] > step for r in records)
+        if dropped:
+            logging.info("Dropping %d metric records after step %d", dropped, step)
+            self._rewrite(lambda r: r["step"] <= step)
 
     def write(self, step: int, values: dict[str, float], kind: str) -> None:
-        """Appends {"step", "kind", **values}; TensorBoard gets train names plain, eval as eval/NAME."""
+        """Appends {"step", "kind", **values}, replacing an earlier record of the same step and kind;
+        TensorBoard gets train names plain, eval as eval/NAME."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         step = int(step)
         values = {k: float(v) for k, v in values.items()}
         if self.enabled:
             f = self._open()
+            if (step, kind) in self._keys:
+                self._rewrite(lambda r: (r["step"], r.get("kind")) != (step, kind))
+                f = self._open()
+            self._keys.add((step, kind))
             # allow_nan: a NaN loss is worth recording as the run's last line (json writes NaN).
             f.write(json.dumps({"step": step, "kind": kind, **values}, allow_nan=True) + "\n")
             f.flush()

@@ -11,11 +11,21 @@ from typing import Any
 import numpy as np
 from absl import logging
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from skclip_jax import metrics_io
 
 LOSS_KEYS = ("loss", "ssm_loss", "csi_loss")
 ACCURACY_KEYS = (("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", "mean class"))
+# Per series: a marker of its own, and top-1 drawn last and filled, so that equal values (one evaluation with
+# top-1 = mean class) still show every series.
+ACCURACY_STYLE = {
+    "top1": dict(marker="o", markersize=6, zorder=4),
+    "top5": dict(marker="s", markersize=5, zorder=3),
+    "mean_class_accuracy": dict(
+        marker="D", markersize=10, markerfacecolor="none", markeredgewidth=1.4, zorder=2
+    ),
+}
 
 
 def _series(
@@ -76,19 +86,21 @@ def plot_accuracy(records: Sequence[dict[str, Any]], path: str) -> bool:
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
     plotted = False
+    last_step = 0
     for key, label in ACCURACY_KEYS:
         steps, values = _series(records, "eval", key)
         if steps.size:
-            ax.plot(steps, 100 * values, label=label, marker="o", markersize=3, linewidth=1.2)
+            ax.plot(steps, 100 * values, label=label, linewidth=1.2, **ACCURACY_STYLE[key])
             plotted = True
+            last_step = max(last_step, int(steps.max()))
     if not plotted:
         logging.info("No evaluation in the metrics yet; %s not written", path)
         return False
     steps, top1 = _series(records, "eval", "top1")
     if steps.size:
         best = int(np.argmax(top1))
-        # Text grows away from the nearer edge, so it stays inside the axes.
-        late = steps[best] > (steps[0] + steps[-1]) / 2
+        # Text grows away from the nearer edge of the x axis (0 to the last step), so it stays inside the axes.
+        late = steps[best] > max(last_step, 1) / 2
         ax.annotate(
             f"best top-1 {100 * top1[best]:.2f}% (step {steps[best]})",
             (steps[best], 100 * top1[best]),
@@ -96,14 +108,18 @@ def plot_accuracy(records: Sequence[dict[str, Any]], path: str) -> bool:
             textcoords="offset points",
             ha="right" if late else "left",
             fontsize=8,
+            bbox=dict(boxstyle="round,pad=0.2", facecolor="white", edgecolor="none", alpha=0.85),
             arrowprops=dict(arrowstyle="-", color="gray", linewidth=0.6),
         )
     ax.set_xlabel("step")
+    # Training starts at step 0: one evaluation sits at its step, not in a window of +-0.2 steps.
+    ax.set_xlim(0, max(last_step, 1) * 1.05)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 102)  # headroom: a 100 % curve stays visible.
     ax.set_title("Test accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no point is ever hidden
     fig.savefig(path, dpi=120)
     return True
 
@@ -130,7 +146,7 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: str) ->
     fig = Figure(figsize=(side + 1.2, side), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="fraction of true class")
+    fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02, label="fraction of true class")
     names = [str(n).replace("_", " ") for n in class_names]
     ax.set_xticks(np.arange(num), labels=names, rotation=90, fontsize=fontsize)
     ax.set_yticks(np.arange(num), labels=names, fontsize=fontsize)
@@ -152,7 +168,8 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: str) ->
                         fontsize=fontsize - 2,
                         color="white" if normalised[i, j] > 0.5 else "black",
                     )
-    fig.savefig(path, dpi=120)
+    # The colour bar's label is outside what constrained layout reserves: measure the drawn figure instead.
+    fig.savefig(path, dpi=120, bbox_inches="tight", pad_inches=0.15)
 
 
 def write_all_plots(

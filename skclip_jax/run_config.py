@@ -3,6 +3,9 @@
 A training run (`trainer.train_and_evaluate`, once its setup has succeeded) writes WORKDIR/config.json (every field after variants and command-line
 overrides) and WORKDIR/class_names.txt (the dataset's classes, label order); `--mode=eval` and
 `python -m skclip_jax.predict` read them when no `--config` is given. Both files are written atomically.
+
+Paths in a saved config are absolute (`absolute_paths`), so the workdir reads the same data and text encoder
+from any folder and an evaluation run elsewhere never creates a dataset there.
 """
 
 import json
@@ -35,7 +38,32 @@ def write_atomic(path: str, text: str) -> None:
         raise
 
 
+# The config fields that name files or folders; model.text.bert_dir is a path unless it is the keyword below.
+PATH_FIELDS = (
+    ("data", "data_dir"),
+    ("data", "class_names_file"),
+    ("data", "class_descriptions_file"),
+    ("model", "text", "bert_dir"),
+)
+BERT_KEYWORDS = ("minilm",)
+
+
+def absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of `config` whose path fields are absolute (relative to the current folder); '' stays ''."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for *parents, leaf in PATH_FIELDS:
+        node = config
+        for name in parents:
+            node = node.get(name) if node is not None else None
+        value = node.get(leaf) if node is not None else None
+        if isinstance(value, str) and value and value not in BERT_KEYWORDS:
+            node[leaf] = os.path.abspath(os.path.expanduser(value))
+    return config
+
+
 def save(workdir: str, config: ml_collections.ConfigDict, class_names: Sequence[str]) -> None:
+    """Writes config.json (paths made absolute) and class_names.txt, each atomically."""
+    config = absolute_paths(config)
     write_atomic(
         os.path.join(workdir, CONFIG_FILENAME), json.dumps(config.to_dict(), indent=2) + "\n"
     )

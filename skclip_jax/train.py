@@ -7,6 +7,7 @@ the PNG plots in the workdir from process 0 only.
 
 import dataclasses
 import math
+import os
 import signal
 import time
 from typing import Any
@@ -32,6 +33,7 @@ from skclip_jax import (
     sharding,
     steps,
 )
+from skclip_jax import workdir as workdir_lib
 from skclip_jax.config_lib import validation
 
 
@@ -43,24 +45,48 @@ class SetupError(ValueError):
     """A bad config value, a missing directory or checkpoint: reported without a traceback."""
 
 
+class Interrupted(RuntimeError):
+    """Ctrl-C stopped training once the step in flight was checkpointed; the message says where (exit 130)."""
+
+
 class _Preemption:
-    """Turns SIGTERM (a preempted VM, a SLURM time limit) into a flag the loop checks between steps."""
+    """Turns SIGTERM (a preempted VM, a SLURM time limit) and Ctrl-C into a flag the loop checks between steps.
+
+    The step in flight finishes and is checkpointed. A second Ctrl-C exits at once (status 130) without
+    waiting for that save: orbax renames a checkpoint's folder only when it is complete, so the cut-short save
+    is never resumed from (checkpointing.py).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous = {}
 
     def __enter__(self):
         def handler(signum, frame):
             del frame
-            logging.warning("Signal %d received: saving a checkpoint and exiting.", signum)
+            if self.requested and signum == signal.SIGINT:
+                os.write(
+                    2, b"\nSecond Ctrl-C: exiting now; the last complete checkpoint is kept.\n"
+                )
+                os._exit(130)
+            if signum == signal.SIGINT:
+                os.write(
+                    2, b"\nCtrl-C: saving a checkpoint after this step (Ctrl-C again quits now).\n"
+                )
+            else:
+                logging.warning("Signal %d received: saving a checkpoint and exiting.", signum)
             self.requested = True
+            self.signum = self.signum or signum
 
-        self._previous = signal.signal(signal.SIGTERM, handler)
+        self._previous = {s: signal.signal(s, handler) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
 @dataclasses.dataclass
@@ -264,29 +290,66 @@ def _log_train_metrics(buffer, done: int, throughput: _Throughput, writer, bar) 
     return values["clips_per_sec"]
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains to config.total_steps (or num_epochs), evaluating and checkpointing on the way; returns last eval."""
-    manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
-    resume = manager.latest_step() is not None
+def _start_run(config: ml_collections.ConfigDict, workdir: str, restart: bool):
+    """Builds the run and restores its newest readable checkpoint (or, with `restart`, deletes the previous run
+    once the setup has succeeded); only then is config.json written. Returns (exp, manager, state, step, best).
+
+    Raises:
+      SetupError: a bad setup, a checkpoint that does not fit the config or that none can be read, or a
+        dataset whose classes are not the ones the run trained on.
+    """
+    resume = not restart and bool(
+        checkpointing.complete_steps(checkpointing.checkpoint_dir(workdir))
+    )
     exp = build_experiment(config, load_pretrained=not resume)
     is_main = jax.process_index() == 0
-    if is_main:  # the workdir alone is then enough for --mode=eval and predict.
-        run_config.save(workdir, config, exp.info.class_names)
-    writer = metrics_io.MetricsWriter(workdir, enabled=is_main)
-    state, start_step = exp.state, 0
+    if restart:
+        removed = workdir_lib.remove_run(workdir) if is_main else []
+        if removed:
+            print(f"--restart: deleted {', '.join(removed)} from {workdir}", flush=True)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("previous run deleted")
+    else:
+        try:
+            workdir_lib.check_class_names(workdir, exp.info.class_names, config.data.data_dir)
+        except workdir_lib.WorkdirConflict as e:
+            raise SetupError(str(e)) from None
+    manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
     # The paper reports the best per-epoch validation top-1 (mmcv save_best); it rides in the checkpoint's
     # position so that every process, and a resumed run, knows it.
-    best_top1 = -math.inf
+    state, start_step, best_top1 = exp.state, 0, -math.inf
     if resume:
-        state, position = checkpointing.restore(
-            manager, jax.eval_shape(lambda: exp.state), exp.state_shardings
-        )
+        try:
+            state, position = checkpointing.restore_latest_readable(
+                manager, jax.eval_shape(lambda: exp.state), exp.state_shardings
+            )
+        except (checkpointing.CheckpointMismatchError, checkpointing.CheckpointReadError) as e:
+            manager.close()
+            raise SetupError(str(e)) from None
         start_step = int(position["step"])
         best_top1 = float(position.get("best_top1", -math.inf))
         logging.info("Resuming at step %d", start_step)
+    if is_main:  # the workdir alone is then enough for --mode=eval and predict.
+        run_config.save(workdir, config, exp.info.class_names)
+    exp.state = None  # restored or initial, `state` is the only live copy (the step donates it).
+    return exp, manager, state, start_step, best_top1
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, restart: bool = False
+) -> dict[str, float]:
+    """Trains to config.total_steps (or num_epochs), evaluating and checkpointing on the way; returns last eval.
+
+    Resumes from the newest readable checkpoint in `workdir`; `restart` deletes the run there instead
+    (workdir.RUN_FILES) once the new run's setup has succeeded. Raises Interrupted after Ctrl-C (saved).
+    """
+    exp, manager, state, start_step, best_top1 = _start_run(config, workdir, restart)
+    is_main = jax.process_index() == 0
+    writer = metrics_io.MetricsWriter(workdir, enabled=is_main)
     if is_main:
         writer.truncate_after(start_step)
-    exp.state = None  # restored or initial, `state` is the only live copy (the step donates it).
 
     log_every = every(config.log_every_steps, exp.steps_per_epoch)
     eval_every = every(config.eval_every_steps, exp.steps_per_epoch)
@@ -324,6 +387,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     estimated = False
     bar = tqdm(total=exp.total_steps, initial=start_step, disable=not is_main, unit="step")
     await_each_step = host_memory.one_step_at_a_time(jax.default_backend())
+    interrupted_at = None
     try:
         with _Preemption() as preemption:
             for step in range(start_step, exp.total_steps):
@@ -377,7 +441,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     )
                 if stop:
                     checkpointing.wait_until_finished(manager)
-                    logging.warning("Preempted: checkpoint of step %d saved; exiting.", done)
+                    if preemption.signum == signal.SIGINT:
+                        interrupted_at = done
+                    else:
+                        logging.warning("Preempted: checkpoint of step %d saved; exiting.", done)
                     break
     finally:
         # Also on an exception (a NaN loss): let pending asynchronous saves of good states finish.
@@ -388,6 +455,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         finally:
             manager.close()
             writer.close()
+    if interrupted_at is not None:
+        where = os.path.join(checkpointing.checkpoint_dir(workdir), str(interrupted_at))
+        raise Interrupted(
+            f"interrupted: checkpoint of step {interrupted_at} saved in {where}; run the same command "
+            "to resume"
+        )
     if last_eval:
         logging.info(
             "Last evaluation: top-1 %.4f; best top-1 %.4f (the best over evaluations, the paper's "
@@ -409,9 +482,19 @@ def evaluate_checkpoint(
             f"no checkpoint in {checkpointing.checkpoint_dir(workdir)}; train first or pass --workdir of a run"
         )
     exp = build_experiment(config, load_pretrained=False)
-    state, position = checkpointing.restore(
-        manager, jax.eval_shape(lambda: exp.state), exp.state_shardings, step
-    )
+    try:
+        workdir_lib.check_class_names(workdir, exp.info.class_names, config.data.data_dir)
+        state, position = checkpointing.restore(
+            manager, jax.eval_shape(lambda: exp.state), exp.state_shardings, step
+        )
+    except (
+        FileNotFoundError,
+        workdir_lib.WorkdirConflict,
+        checkpointing.CheckpointMismatchError,
+        checkpointing.CheckpointReadError,
+    ) as e:
+        manager.close()
+        raise SetupError(str(e)) from None
     metrics, confusion = run_evaluation(exp, state)
     # Same row shape as the training run's evaluations: the best top-1 known at this checkpoint.
     metrics["best_top1"] = max(metrics["top1"], float(position.get("best_top1", -math.inf)))
