@@ -291,7 +291,9 @@ def restore(config, workdir: str, step: int | None = None) -> TrainedModel:
 
     try:
         validation.validate_config(config)
-        parts = factory.build(config)
+        # The PoseConv3D baseline's head has one output per class the run trained on.
+        run_classes = run_class_names(config, workdir) if factory.is_classifier(config) else ()
+        parts = factory.build(config, num_classes=len(run_classes))
     except (ValueError, FileNotFoundError) as e:
         raise PredictError(str(e)) from e
     mesh = sharding.make_mesh((1, 1), jax.devices()[:1])
@@ -308,6 +310,12 @@ def restore(config, workdir: str, step: int | None = None) -> TrainedModel:
             raise PredictError(str(e)) from e
     finally:
         manager.close()
+    if factory.is_classifier(config):
+        from skclip_jax import classifier_steps
+
+        return classifier_steps.trained_classifier(
+            config, parts, state, int(position["step"]), run_classes
+        )
     opts = steps.StepOptions.from_config(config)
     scorer = jax.jit(functools.partial(score_clip, model=parts.model, opts=opts))
     encode = jax.jit(functools.partial(steps.encode_classes, model=parts.model))

@@ -16,8 +16,8 @@ from absl import logging
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from skclip_jax import optim, sharding
-from skclip_jax.models import skclip, text
+from skclip_jax import classifier_optim, optim, sharding
+from skclip_jax.models import classifier, skclip, text
 
 
 class TrainState(train_state.TrainState):
@@ -31,23 +31,43 @@ def cast_dtype(name: str):
     return dtypes[name]
 
 
+def is_classifier(config: ml_collections.ConfigDict) -> bool:
+    """model.kind="poseconv3d": the PoseConv3D baseline (models/classifier.py), no text tower."""
+    return config.model.get("kind", "skeletonclip") == classifier.CLASSIFIER_KIND
+
+
+def slowonly_kwargs(config: ml_collections.ConfigDict) -> dict:
+    s = config.model.slowonly
+    return dict(
+        in_channels=s.in_channels,
+        base_channels=s.base_channels,
+        stage_blocks=tuple(s.stage_blocks),
+        inflate=tuple(s.inflate),
+        spatial_strides=tuple(s.spatial_strides),
+        temporal_strides=tuple(s.temporal_strides),
+        conv1_kernel=tuple(s.conv1_kernel),
+        conv_impl=s.get("conv_impl", "xla"),
+        batch_norm_impl=s.get("batch_norm_impl", "flax"),
+        low_memory=s.get("low_memory", False),
+    )
+
+
+def build_classifier(config: ml_collections.ConfigDict, num_classes: int) -> classifier.PoseConv3D:
+    c = config.poseconv3d
+    return classifier.PoseConv3D(
+        slowonly_kwargs=dict(slowonly_kwargs(config), zero_init_residual=c.zero_init_residual),
+        num_classes=num_classes,
+        dropout=c.dropout,
+        init_std=c.init_std,
+        dtype=cast_dtype(config.model.dtype),
+    )
+
+
 def build_model(
     config: ml_collections.ConfigDict, bert_config, enc_token_id: int
 ) -> skclip.SkeletonCLIP:
-    s = config.model.slowonly
     return skclip.SkeletonCLIP(
-        slowonly_kwargs=dict(
-            in_channels=s.in_channels,
-            base_channels=s.base_channels,
-            stage_blocks=tuple(s.stage_blocks),
-            inflate=tuple(s.inflate),
-            spatial_strides=tuple(s.spatial_strides),
-            temporal_strides=tuple(s.temporal_strides),
-            conv1_kernel=tuple(s.conv1_kernel),
-            conv_impl=s.get("conv_impl", "xla"),
-            batch_norm_impl=s.get("batch_norm_impl", "flax"),
-            low_memory=s.get("low_memory", False),
-        ),
+        slowonly_kwargs=slowonly_kwargs(config),
         bert_config=bert_config,
         enc_token_id=enc_token_id,
         embed_dim=config.model.embed_dim,
@@ -65,9 +85,11 @@ def state_init_fn(model: skclip.SkeletonCLIP, tx, num_keypoints: int, max_text_l
         volume = jnp.zeros((1, 4, 16, 16, num_keypoints), jnp.float32)
         ids = jnp.zeros((1, max_text_len), jnp.int32)
         params_rng, dropout_rng = jax.random.split(rng)
-        variables = model.init(
-            {"params": params_rng, "dropout": dropout_rng}, volume, ids, jnp.ones_like(ids)
-        )
+        rngs = {"params": params_rng, "dropout": dropout_rng}
+        if isinstance(model, classifier.PoseConv3D):  # no text inputs
+            variables = model.init(rngs, volume)
+        else:
+            variables = model.init(rngs, volume, ids, jnp.ones_like(ids))
         return TrainState.create(
             apply_fn=model.apply,
             params=variables["params"],
@@ -162,8 +184,8 @@ def make_schedule(
 class Parts:
     """What a config builds before any state exists: text tower, model, schedule and optimizer."""
 
-    text: TextTower
-    model: skclip.SkeletonCLIP
+    text: TextTower | None  # None for the classifier (model.kind="poseconv3d")
+    model: skclip.SkeletonCLIP | classifier.PoseConv3D
     schedule: optax.Schedule
     tx: optax.GradientTransformation
 
@@ -174,10 +196,18 @@ def build(
     total_steps: int = 1,
     steps_per_epoch: int = 1,
     tower: TextTower | None = None,
+    num_classes: int | None = None,
 ) -> Parts:
     """Text tower, model, schedule and optimizer of a config. Restoring callers (predict, the API) may leave
     the run length at its default: only the optimizer state's structure matters to them. `tower`: one already
-    loaded (training reads the tokenizer first, to count its steps)."""
+    loaded (training reads the tokenizer first, to count its steps). `num_classes`: the classifier's outputs
+    (model.kind="poseconv3d", which loads no text tower); unused by SkeletonCLIP++."""
+    if is_classifier(config):
+        if num_classes is None:
+            raise ValueError("model.kind='poseconv3d' needs num_classes to build its head")
+        model = build_classifier(config, num_classes)
+        schedule = classifier_optim.make_schedule(config, total_steps, steps_per_epoch)
+        return Parts(None, model, schedule, classifier_optim.make_optimizer(config, schedule))
     tower = tower or load_text_tower(config)
     model = build_model(config, tower.bert_config, tower.enc_token_id)
     schedule = make_schedule(config, total_steps, steps_per_epoch)
@@ -202,7 +232,7 @@ def init_state(
         max_text_len=config.data.max_text_len,
         shard_params=config.shard_params,
     )
-    if load_pretrained and config.model.text.regime != "random":
+    if load_pretrained and parts.text is not None and config.model.text.regime != "random":
         pretrained = text.load_checkpoint_params(parts.text.bert_dir)
         params = dict(jax.device_get(state.params))
         params["text_encoder"], kept_random = text.graft_pretrained(

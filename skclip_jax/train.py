@@ -22,6 +22,7 @@ from tqdm import tqdm
 from skclip_jax import (
     checkpointing,
     class_texts,
+    classifier_steps,
     evaluators,
     factory,
     host_memory,
@@ -151,22 +152,35 @@ def _build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool) 
     sharding.check_batch_divisible(config.batch_size, mesh, "batch_size")
     sharding.check_batch_divisible(config.eval_batch_size, mesh, "eval_batch_size")
 
-    tower = factory.load_text_tower(config)  # first: the class tokens decide the steps per epoch
-    tokens, train_tokens, unseen = class_texts.run_tokens(
-        config.data, info.class_names, tower.tokenizer
-    )
+    # First: the class tokens decide the steps per epoch. The PoseConv3D baseline has no text tower: its
+    # "tokens" are the class indices.
+    tower, tokens, train_tokens, unseen = None, None, None, ()
+    if factory.is_classifier(config):
+        tokens = classifier_steps.class_index_tokens(info.num_classes)
+    else:
+        tower = factory.load_text_tower(config)
+        tokens, train_tokens, unseen = class_texts.run_tokens(
+            config.data, info.class_names, tower.tokenizer
+        )
     class_tokens, train_class_tokens = jax.device_put(
         jax.tree.map(jnp.asarray, (tokens, train_tokens)), sharding.replicated(mesh)
     )
     steps_per_epoch = input_pipeline.steps_per_epoch(info, config, unseen)
     total_steps = total_steps_of(config, steps_per_epoch)
     parts = factory.build(
-        config, total_steps=total_steps, steps_per_epoch=steps_per_epoch, tower=tower
+        config,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        tower=tower,
+        num_classes=info.num_classes,
     )
     state, state_shardings = factory.init_state(
         parts, config, mesh, load_pretrained=load_pretrained
     )
-    compiled = steps.compile_steps(
+    compile_steps = (
+        classifier_steps.compile_steps if factory.is_classifier(config) else steps.compile_steps
+    )
+    compiled = compile_steps(
         parts.model, steps.StepOptions.from_config(config), parts.schedule, mesh, state_shardings
     )
     return Experiment(

@@ -56,6 +56,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Model.
     config.model = ml_collections.ConfigDict()
+    # skeletonclip (this model) | poseconv3d (Table 4's baseline: the same SlowOnly with a linear head over the
+    # class indices, no text tower; the variant `poseconv3d` sets it with its recipe, config_lib/poseconv3d.py).
+    config.model.kind = "skeletonclip"
     config.model.slowonly = ml_collections.ConfigDict()
     config.model.slowonly.in_channels = 17
     config.model.slowonly.base_channels = 32

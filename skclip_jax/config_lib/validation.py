@@ -11,6 +11,7 @@ from typing import Any
 import ml_collections
 
 from skclip_jax.models.batch_norm import BATCH_NORM_IMPLS
+from skclip_jax.models.classifier import CLASSIFIER_KIND, MODEL_KINDS
 from skclip_jax.models.conv_impl import CONV_IMPLS
 from skclip_jax.models.patch_stem import STEM_IMPLS, unsupported_reason
 
@@ -297,6 +298,54 @@ def _text_tower_and_heads(c: _Checker) -> None:
         )
 
 
+def _model_kind(c: _Checker) -> None:
+    """Which network, and the PoseConv3D baseline's own fields (config_lib/poseconv3d.py)."""
+    if "kind" not in c.config.model:  # configs saved before the field existed: SkeletonCLIP++
+        return
+    c.one_of("model.kind", MODEL_KINDS)
+    if c.config.model.kind != CLASSIFIER_KIND:
+        return
+    if "poseconv3d" not in c.config:
+        c.bad(
+            "model.kind",
+            "the PoseConv3D baseline's fields (config.poseconv3d) are missing",
+            "use the variant, e.g. --config=configs/hmdb51.py:split1,poseconv3d",
+        )
+        return
+    p = "poseconv3d"
+    for name, ok, problem, example in (
+        ("dropout", lambda v: 0 <= v < 1, "must lie in [0, 1)", "0.5"),
+        ("init_std", lambda v: v > 0, "must be > 0", "0.01"),
+        ("momentum", lambda v: 0 <= v < 1, "must lie in [0, 1)", "0.9"),
+        ("lr_step_factor", lambda v: 0 < v <= 1, "must lie in (0, 1]", "0.1"),
+    ):
+        c.check(
+            f"{p}.{name}",
+            lambda v, ok=ok: _is_number(v) and ok(v),
+            problem,
+            f"--config.{p}.{name}={example}",
+        )
+    c.check(
+        f"{p}.lr_steps",
+        lambda v: all(_is_number(f) and 0 < f <= 1 for f in v) and list(v) == sorted(v),
+        "must be increasing fractions of the run in (0, 1] (the points where the rate drops)",
+        f"--config.{p}.lr_steps='(0.375, 0.4583)' (epochs 9 and 11 of 24)",
+    )
+    c.check(
+        f"{p}.zero_init_residual",
+        lambda v: isinstance(v, bool),
+        "must be True or False",
+        f"--config.{p}.zero_init_residual=True",
+    )
+    if "unseen_classes" in c.config.data:
+        c.check(
+            "data.unseen_classes",
+            lambda v: not v,
+            "a classifier has no output for a class it never trained on (zero-shot needs class texts)",
+            "drop data.unseen_classes, or train SkeletonCLIP++ (no poseconv3d variant)",
+        )
+
+
 def _optimizer(c: _Checker) -> None:
     """The learning rates, parameter groups, decay and clipping."""
     c.check(
@@ -408,6 +457,7 @@ SECTIONS = (
     _open_vocabulary,
     _video_tower,
     _text_tower_and_heads,
+    _model_kind,
     _optimizer,
     _run,
     _parallelism,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 import ml_collections
 
-from skclip_jax.config_lib import default
+from skclip_jax.config_lib import default, poseconv3d
 
 # Full-size configs use BERT-base, as the paper. The directory must hold a Hugging Face
 # bert-base-uncased export (config.json, vocab.txt, flax_model.msgpack or model.safetensors); a relative
@@ -239,6 +239,12 @@ ABLATIONS: dict[str, Variant] = {
         set_fields(**{"mesh_shape": (1, -1), "shard_params": True}),
         "mesh",
         "all devices on the fsdp axis, parameters and optimizer state sharded",
+    ),
+    "poseconv3d": Variant(
+        poseconv3d.apply,
+        ("model_kind", "recipe"),
+        "Table 4's PoseConv3D baseline: SlowOnly + linear head, cross-entropy, SGD 0.01 with step decay "
+        "(config_lib/poseconv3d.py); a size variant's sizes are kept",
     ),
 }
 
