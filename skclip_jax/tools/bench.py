@@ -329,13 +329,20 @@ def _time_alternating(
     when ``_time_train_step`` compiled it, else compiled here); their steps alternated into ``result``."""
     import jax
 
-    from skclip_jax import factory
+    from skclip_jax import classifier_steps, factory
     from skclip_jax import steps as steps_lib
     from skclip_jax.tools import bench_alternate
 
     overrides = _ALTERNATE.value
-    parts_b = factory.build(variant, total_steps=BENCH_RUN_STEPS, tower=tower)
-    steps_b = steps_lib.compile_steps(
+    parts_b = factory.build(
+        variant, total_steps=BENCH_RUN_STEPS, tower=tower, num_classes=_NUM_CLASSES.value
+    )
+    compile_steps = (
+        classifier_steps.compile_steps
+        if factory.is_classifier(variant)
+        else steps_lib.compile_steps
+    )
+    steps_b = compile_steps(
         parts_b.model, steps_lib.StepOptions.from_config(variant), parts_b.schedule, mesh, shardings
     )
 
@@ -396,7 +403,7 @@ def main(argv):
     import jax.numpy as jnp
     import numpy as np
 
-    from skclip_jax import class_texts, factory, sharding
+    from skclip_jax import class_texts, classifier_steps, factory, sharding
     from skclip_jax import steps as steps_lib
     from skclip_jax.tools import bench_alternate
 
@@ -417,12 +424,15 @@ def main(argv):
     mesh = sharding.make_mesh(config.mesh_shape)
     sharding.check_batch_divisible(batch, mesh)
     sharding.check_batch_divisible(eval_batch, mesh, "eval_batch_size")
-    parts = factory.build(config, total_steps=BENCH_RUN_STEPS)
-    names = class_names(_NUM_CLASSES.value, _PROMPT_TOKENS.value, config.data.max_text_len)
-    # Padded as a training run pads its class texts (to the longest, at most data.max_text_len).
-    tokens = class_texts.tokens_for(
-        parts.text.tokenizer, [[n] for n in names], config.data.max_text_len
-    )
+    parts = factory.build(config, total_steps=BENCH_RUN_STEPS, num_classes=_NUM_CLASSES.value)
+    if factory.is_classifier(config):  # the PoseConv3D baseline: class indices, no texts
+        tokens = classifier_steps.class_index_tokens(_NUM_CLASSES.value)
+    else:
+        names = class_names(_NUM_CLASSES.value, _PROMPT_TOKENS.value, config.data.max_text_len)
+        # Padded as a training run pads its class texts (to the longest, at most data.max_text_len).
+        tokens = class_texts.tokens_for(
+            parts.text.tokenizer, [[n] for n in names], config.data.max_text_len
+        )
     class_tokens = jax.device_put(
         {k: jnp.asarray(v) for k, v in tokens.items()}, sharding.replicated(mesh)
     )
@@ -434,7 +444,10 @@ def main(argv):
     init_s = time.perf_counter() - t0
     logging.info("train state ready in %.1f s", init_s)
     opts = steps_lib.StepOptions.from_config(config)
-    steps = steps_lib.compile_steps(parts.model, opts, parts.schedule, mesh, shardings)
+    compile_steps = (
+        classifier_steps.compile_steps if factory.is_classifier(config) else steps_lib.compile_steps
+    )
+    steps = compile_steps(parts.model, opts, parts.schedule, mesh, shardings)
     rng = np.random.default_rng(0)
     key = jax.random.key(0)
     batches = [
