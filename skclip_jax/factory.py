@@ -22,6 +22,19 @@ from skclip_jax.models import classifier, skclip, text
 
 class TrainState(train_state.TrainState):
     batch_stats: Any
+    # {"params", "batch_stats"} averaged over the steps (optim.ema_decay > 0), else None.
+    ema: Any = None
+
+
+def ema_enabled(config: ml_collections.ConfigDict) -> bool:
+    return config.optim.get("ema_decay", 0.0) > 0
+
+
+def evaluation_view(state: TrainState) -> TrainState:
+    """The state that evaluation, predict and the API score with: the averaged weights where a run keeps them."""
+    if state.ema is None:
+        return state
+    return state.replace(params=state.ema["params"], batch_stats=state.ema["batch_stats"])
 
 
 def cast_dtype(name: str):
@@ -78,7 +91,9 @@ def build_model(
     )
 
 
-def state_init_fn(model: skclip.SkeletonCLIP, tx, num_keypoints: int, max_text_len: int):
+def state_init_fn(
+    model: skclip.SkeletonCLIP, tx, num_keypoints: int, max_text_len: int, ema: bool = False
+):
     """rng -> the initial TrainState (SlowOnly's parameters do not depend on T, H, W: a tiny volume serves)."""
 
     def init_fn(rng):
@@ -95,6 +110,9 @@ def state_init_fn(model: skclip.SkeletonCLIP, tx, num_keypoints: int, max_text_l
             params=variables["params"],
             tx=tx,
             batch_stats=variables["batch_stats"],
+            ema={"params": variables["params"], "batch_stats": variables["batch_stats"]}
+            if ema
+            else None,
         )
 
     return init_fn
@@ -110,6 +128,7 @@ def create_train_state(
     max_text_len: int,
     shard_params: bool = False,
     init_on_host: bool | None = None,
+    ema: bool = False,
 ) -> tuple[TrainState, Any]:
     """Initialises the state with its shardings; returns (state, shardings).
 
@@ -120,7 +139,7 @@ def create_train_state(
     are the same: threefry random bits do not depend on the backend.
     """
 
-    init_fn = state_init_fn(model, tx, num_keypoints, max_text_len)
+    init_fn = state_init_fn(model, tx, num_keypoints, max_text_len, ema)
     abstract = jax.eval_shape(init_fn, rng)
     shardings = sharding.state_shardings(mesh, abstract, shard_params)
     if init_on_host is None:
@@ -128,7 +147,7 @@ def create_train_state(
     if not init_on_host:
         lowered = jax.jit(init_fn, out_shardings=shardings).lower(rng)
         options = _RUN_ONCE_CPU_OPTIONS if jax.default_backend() == "cpu" else None
-        return lowered.compile(compiler_options=options)(rng), shardings
+        return _own_ema_buffers(lowered.compile(compiler_options=options)(rng)), shardings
     host = jax.local_devices(backend="cpu")[0]
     host_rng = jax.device_put(rng, host)
     with jax.default_device(host):
@@ -140,7 +159,15 @@ def create_train_state(
         value = np.asarray(leaf)
         return jax.make_array_from_callback(value.shape, leaf_sharding, lambda idx: value[idx])
 
-    return jax.tree.map(place, host_state, shardings), shardings
+    return _own_ema_buffers(jax.tree.map(place, host_state, shardings)), shardings
+
+
+def _own_ema_buffers(state: TrainState) -> TrainState:
+    """The initial average equals the weights, and XLA may return one buffer for both outputs: the step donates
+    the state, and one buffer donated twice is an error, so the average gets copies of its own."""
+    if state.ema is None:
+        return state
+    return state.replace(ema=jax.tree.map(lambda x: x.copy(), state.ema))
 
 
 # XLA:CPU options for a program that runs once (the init): skip LLVM's optimisation. Optimising the init's
@@ -231,6 +258,7 @@ def init_state(
         num_keypoints=config.model.slowonly.in_channels,
         max_text_len=config.data.max_text_len,
         shard_params=config.shard_params,
+        ema=ema_enabled(config),
     )
     if load_pretrained and parts.text is not None and config.model.text.regime != "random":
         pretrained = text.load_checkpoint_params(parts.text.bert_dir)
@@ -244,6 +272,9 @@ def init_state(
             len(kept_random),
         )
         state = state.replace(params=jax.device_put(params, shardings.params))
+        if state.ema is not None:  # the average starts from the same (pretrained) weights
+            ema = {"params": state.params, "batch_stats": state.ema["batch_stats"]}
+            state = _own_ema_buffers(state.replace(ema=ema))
     return state, shardings
 
 
@@ -252,7 +283,11 @@ def abstract_state(
 ) -> tuple[TrainState, Any]:
     """The state's shapes and shardings without computing it: the target a checkpoint restores into."""
     init = state_init_fn(
-        parts.model, parts.tx, config.model.slowonly.in_channels, config.data.max_text_len
+        parts.model,
+        parts.tx,
+        config.model.slowonly.in_channels,
+        config.data.max_text_len,
+        ema_enabled(config),
     )
     abstract = jax.eval_shape(init, jax.random.key(0))
     return abstract, sharding.state_shardings(mesh, abstract, config.shard_params)

@@ -223,8 +223,9 @@ def run_evaluation(
     """Top-1, top-5 and mean class accuracy over the whole test split; returns (metrics, confusion matrix).
 
     Zero-shot runs add ZSL / GZSL figures and, with a calibration split, calibrated GZSL (its seen-class
-    clips choose the offset; README "Zero-shot").
+    clips choose the offset; docs/zero_shot.md). A run that keeps a parameter average is scored with it.
     """
+    state = factory.evaluation_view(state)
     # The last train step's temp, which jemalloc keeps for the next step, goes back first: else the eval
     # step's compilation and buffers would sit on top of it (host_memory.py).
     jax.block_until_ready(state)

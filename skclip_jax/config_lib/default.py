@@ -130,6 +130,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.optim.warmup_epochs = 2.0
     config.optim.warmup_ratio = 0.1
     config.optim.min_lr = 0.0
+    # Exponential moving average of the parameters and BatchNorm statistics, used for evaluation, predict and
+    # the API (big_vision and timm keep one); 0 = off (the paper's recipe). Warmed up as (1 + t) / (10 + t).
+    config.optim.ema_decay = 0.0
 
     config.batch_size = 32  # global.
     config.eval_batch_size = 8  # global, videos (each with num_test_clips views).

@@ -390,6 +390,13 @@ def _optimizer(c: _Checker) -> None:
         "the warm-up's starting fraction of lr must lie in (0, 1]",
         "--config.optim.warmup_ratio=0.1",
     )
+    if "ema_decay" in c.config.optim:  # absent from configs saved before it existed: off
+        c.check(
+            "optim.ema_decay",
+            lambda v: _is_number(v) and 0 <= v < 1,
+            "must lie in [0, 1) (0: no parameter averaging)",
+            "--config.optim.ema_decay=0.99",
+        )
     c.check(
         "optim.min_lr",
         # Compared with lr only when lr itself is valid, so a bad lr is reported once.
