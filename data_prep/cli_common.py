@@ -8,12 +8,13 @@ such as --seed or --dataset in their own process.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from data_prep import tfds_writer
+from skclip_jax import command_line
 
 
 def define_output_flags(skip_bad: bool = True) -> None:
@@ -57,8 +58,22 @@ def report(summary: Mapping[str, Any]) -> None:
     print(text, flush=True)
 
 
-def run_tool(convert: Callable[[], Mapping[str, Any]]) -> None:
-    """Runs a conversion; a DataPrepError becomes one clear message and exit status 1.
+def run_app(main: Callable[[Sequence[str]], None], program: str) -> None:
+    """app.run with the flag mistakes (unknown, missing or malformed flags) as one line and exit status 2."""
+    app.run(main, flags_parser=command_line.flags_parser(program, config_flags=()))
+
+
+def check_no_arguments(argv: Sequence[str], program: str) -> None:
+    """Positional arguments are a mistake (every input is a flag): one line, exit status 2."""
+    if len(argv) > 1:
+        command_line.fail(
+            program, f"unexpected arguments {list(argv[1:])} (flags take the form --name=value)"
+        )
+
+
+def run_tool(convert: Callable[[], Mapping[str, Any]], program: str = "data_prep") -> None:
+    """Runs a conversion; a DataPrepError (a bad input or argument, the user's to fix) becomes one line
+    `program: error: ...` and exit status 2, and nothing is written.
 
     TFDS's own progress bars are switched off: each tool shows one tqdm bar per split.
     """
@@ -68,7 +83,5 @@ def run_tool(convert: Callable[[], Mapping[str, Any]]) -> None:
     try:
         summary = convert()
     except tfds_writer.DataPrepError as e:
-        logging.error("%s", e)
-        print(f"ERROR: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        command_line.fail(program, e)
     report(summary)

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from tqdm import tqdm
 
 from data_prep import cli_common, tfds_writer
@@ -185,9 +185,11 @@ def convert_penn_action(
     )
 
 
+PROGRAM = "data_prep.penn_action"
+
+
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli_common.check_no_arguments(argv, PROGRAM)
     f = flags.FLAGS
     cli_common.run_tool(
         lambda: convert_penn_action(
@@ -196,7 +198,8 @@ def main(argv: Sequence[str]) -> None:
             file_format=f.file_format,
             skip_bad=f.skip_bad,
             overwrite=f.overwrite,
-        )[1]
+        )[1],
+        PROGRAM,
     )
 
 
@@ -204,4 +207,4 @@ if __name__ == "__main__":
     cli_common.define_output_flags()
     flags.DEFINE_string("labels_dir", None, "Penn Action labels directory with the NNNN.mat files.")
     flags.mark_flags_as_required(["labels_dir", "out_dir"])
-    app.run(main)
+    cli_common.run_app(main, PROGRAM)

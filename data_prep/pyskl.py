@@ -7,24 +7,26 @@ Every split of the pickle becomes a TFDS split of the same name (or those named 
 
   python -m data_prep.pyskl --ann=hmdb51_hrnet.pkl --dataset=hmdb51 --out_dir=~/tensorflow_datasets
 
-Labels must be 0-based. Some pickles count from 1 (the bundled sample does); that is refused
-with a hint, and --label_offset=1 shifts them. There is deliberately no "auto" mode: guessing
-from the labels present would silently mislabel a subset of splits that happens to lack class 0.
+Labels must be 0-based. Some pickles count from 1 (the bundled sample does): a pickle in which no
+clip has label 0 is refused unless --label_offset says how to read it (1 shifts 1-based labels,
+0 confirms 0-based ones). There is deliberately no "auto" mode: guessing from the labels present
+would silently mislabel a subset of splits that happens to lack class 0.
 
-Only load pickles you trust: unpickling can run arbitrary code.
+The pickle is read by skclip_jax.safe_pickle, which admits only what PYSKL files hold (containers,
+numbers, strings, NumPy arrays) and refuses a file that names any other global: unpickling can run code.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags
 
 from data_prep import cli_common, tfds_writer
 from data_prep.tfds_writer import BadClip, Clip, DataPrepError
+from skclip_jax import safe_pickle
 
 CLASS_NAMES_DIR = os.path.join(os.path.dirname(__file__), "class_names")
 # Datasets whose class-name list ships with data_prep (from the original's lists/*.csv).
@@ -50,8 +52,9 @@ def load_pyskl_pickle(path: str) -> dict[str, Any]:
       The dict, with `split` a dict of frame_dir lists and `annotations` a list of dicts.
     """
     try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
+        data = safe_pickle.load(path)
+    except safe_pickle.UnsafePickleError as e:
+        raise DataPrepError(str(e)) from None
     except Exception as e:  # Truncated or foreign files raise many different types.
         raise DataPrepError(f"{path}: cannot read PYSKL pickle ({type(e).__name__}: {e})") from e
     if not isinstance(data, dict):
@@ -76,12 +79,14 @@ def load_pyskl_pickle(path: str) -> dict[str, Any]:
 
 
 def _check_label_base(
-    path: str, anns: Sequence[Mapping[str, Any]], num_classes: int, offset: int
-) -> None:
-    """Refuses label bases that would shift every clip's class, even under --skip_bad.
+    path: str, anns: Sequence[Mapping[str, Any]], num_classes: int, offset: int | None
+) -> int:
+    """The label offset to apply; refuses label bases that would shift every clip's class, even under
+    --skip_bad.
 
     A 1-based pickle read as 0-based would only reject the top class and mislabel the rest, so
-    per-clip skipping must not hide it.
+    per-clip skipping must not hide it. `offset` None (not given) is 0 when some clip has label 0;
+    when none has, the caller must say (1: 1-based, 0: 0-based without class 0).
     """
     labels = []
     for ann in anns:
@@ -90,25 +95,24 @@ def _check_label_base(
         except ValueError:
             pass  # Reported per clip by the writer's validation.
     if not labels:
-        return
+        return offset or 0
     lo, hi = min(labels), max(labels)
-    if offset == 0 and lo >= 1 and hi == num_classes:
+    if not offset and lo >= 1 and hi == num_classes:
         raise DataPrepError(
             f"{path}: labels run {lo}..{hi} with {num_classes} classes: they look 1-based; "
             "pass --label_offset=1 to shift them to 0-based"
         )
-    if offset == 0 and lo >= 1:
-        logging.warning(
-            "%s: no clip has label 0 (labels %d..%d); if they are 1-based, pass --label_offset=1",
-            path,
-            lo,
-            hi,
+    if offset is None and lo >= 1:
+        raise DataPrepError(
+            f"{path}: no clip has label 0 (labels run {lo}..{hi}, {num_classes} classes): pass "
+            "--label_offset=1 if they count from 1, or --label_offset=0 if they count from 0"
         )
     if offset and lo - offset < 0:
         raise DataPrepError(
             f"{path}: labels start at {lo}, so --label_offset={offset} would make them negative; "
             "drop --label_offset"
         )
+    return offset or 0
 
 
 def convert_pyskl(
@@ -118,7 +122,7 @@ def convert_pyskl(
     *,
     classes_file: str | None = None,
     splits: Sequence[str] | None = None,
-    label_offset: int = 0,
+    label_offset: int | None = None,
     file_format: str = "array_record",
     skip_bad: bool = False,
     overwrite: bool = False,
@@ -160,7 +164,7 @@ def convert_pyskl(
         by_frame_dir[fd] = ann
     referenced = {fd for s in selected for fd in data["split"][s]}
     # Judged on the whole file: a split subset may lack the classes that reveal the base.
-    _check_label_base(ann_path, data["annotations"], len(class_names), label_offset)
+    label_offset = _check_label_base(ann_path, data["annotations"], len(class_names), label_offset)
 
     def clips(split: str) -> Iterator[Clip | BadClip]:
         for fd in data["split"][split]:
@@ -218,16 +222,19 @@ def _define_flags() -> None:
     flags.DEFINE_list("splits", None, "Splits to convert (default: all in the pickle).")
     flags.DEFINE_integer(
         "label_offset",
-        0,
-        "Subtracted from every label; 1 for pickles with 1-based labels.",
+        None,
+        "Subtracted from every label: 1 for pickles with 1-based labels, 0 to confirm 0-based labels. "
+        "Default: 0 when some clip has label 0; a pickle in which none has is refused without it.",
         lower_bound=0,
         upper_bound=1,
     )
 
 
+PROGRAM = "data_prep.pyskl"
+
+
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli_common.check_no_arguments(argv, PROGRAM)
     f = flags.FLAGS
     cli_common.run_tool(
         lambda: convert_pyskl(
@@ -240,11 +247,12 @@ def main(argv: Sequence[str]) -> None:
             file_format=f.file_format,
             skip_bad=f.skip_bad,
             overwrite=f.overwrite,
-        )[1]
+        )[1],
+        PROGRAM,
     )
 
 
 if __name__ == "__main__":
     _define_flags()
     flags.mark_flags_as_required(["ann", "dataset", "out_dir"])
-    app.run(main)
+    cli_common.run_app(main, PROGRAM)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from data_prep import cli_common, tfds_writer
 
@@ -597,9 +597,11 @@ def make_synthetic_dataset(
     return path
 
 
+PROGRAM = "data_prep.synthetic"
+
+
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli_common.check_no_arguments(argv, PROGRAM)
     f = flags.FLAGS
 
     def convert():
@@ -618,7 +620,7 @@ def main(argv: Sequence[str]) -> None:
         with open(os.path.join(path, tfds_writer.SUMMARY_FILENAME), encoding="utf-8") as fp:
             return json.load(fp)
 
-    cli_common.run_tool(convert)
+    cli_common.run_tool(convert, PROGRAM)
 
 
 if __name__ == "__main__":
@@ -630,4 +632,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("num_frames", None, "Resample every clip to this many frames.")
     flags.DEFINE_integer("num_persons", 2, "1: single-person clips only; 2: some bystanders.")
     flags.mark_flags_as_required(["out_dir"])
-    app.run(main)
+    cli_common.run_app(main, PROGRAM)

@@ -176,6 +176,10 @@ def test_pyskl_shipped_class_lists():
     not os.path.exists(SAMPLE_PKL), reason=f"real PYSKL sample not available at {SAMPLE_PKL}"
 )
 def test_pyskl_real_sample_needs_label_offset(tmp_path):
+    # Its labels run 1..16: read as NTU-60's 0-based labels every clip would be one class off.
+    with pytest.raises(DataPrepError, match="no clip has label 0") as err:
+        pyskl.convert_pyskl(SAMPLE_PKL, "ntu60", tmp_path / "out")
+    assert "--label_offset=1" in str(err.value) and "--label_offset=0" in str(err.value)
     classes = write_classes(tmp_path / "c16.txt", [f"class {i}" for i in range(1, 17)])
     with pytest.raises(DataPrepError, match="--label_offset=1") as err:
         pyskl.convert_pyskl(SAMPLE_PKL, "sample", tmp_path / "out", classes_file=classes)
@@ -347,6 +351,99 @@ def test_pyskl_file_level_errors(tmp_path):
     assert leftovers(out) == []
 
 
+def _pyskl_cli(*args, cwd=REPO):
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.run(
+        [sys.executable, "-m", "data_prep.pyskl", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.skipif(
+    not os.path.exists(SAMPLE_PKL), reason=f"real PYSKL sample not available at {SAMPLE_PKL}"
+)
+def test_pyskl_cli_refuses_a_pickle_without_label_0(tmp_path):
+    """The shared sample (labels 1..16) as NTU-60 without --label_offset: refused in one line, as --help says."""
+    proc = _pyskl_cli(f"--ann={SAMPLE_PKL}", "--dataset=ntu60", f"--out_dir={tmp_path / 'out'}")
+    assert proc.returncode == 2, proc.stderr
+    assert (proc.stdout + proc.stderr).strip().splitlines() == [
+        f"data_prep.pyskl: error: {SAMPLE_PKL}: no clip has label 0 (labels run 1..16, 60 classes): "
+        "pass --label_offset=1 if they count from 1, or --label_offset=0 if they count from 0"
+    ]
+    assert not os.path.exists(tmp_path / "out")
+    help_text = _pyskl_cli("--helpfull").stdout
+    assert "a pickle in which none has is refused" in " ".join(help_text.split())
+
+
+class _WritesAFile:
+    """A pickle payload as a hostile file would carry it: unpickling calls exec, which writes `path`."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').write('pwned')",))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    """pickle.load would write the file; the restricted loader refuses the global and writes nothing."""
+    from skclip_jax import safe_pickle
+
+    target = tmp_path / "written_by_the_pickle.txt"
+    data = make_pyskl()
+    data["annotations"][0]["label"] = _WritesAFile(target)
+    pkl = write_pickle(tmp_path / "hostile.pkl", data)
+    with pytest.raises(safe_pickle.UnsafePickleError, match="refused global builtins.exec"):
+        safe_pickle.load(pkl)
+    proc = _pyskl_cli(
+        f"--ann={pkl}", "--dataset=toy", f"--classes={write_classes(tmp_path / 'c.txt', CLASSES)}",
+        f"--out_dir={tmp_path / 'out'}",
+    )  # fmt: skip
+    assert proc.returncode == 2 and (proc.stdout + proc.stderr).strip().splitlines() == [
+        f"data_prep.pyskl: error: {pkl}: refused global builtins.exec: a PYSKL pickle holds only "
+        "containers, numbers, strings and NumPy arrays, so this file may run code; it was not loaded"
+    ], proc.stderr
+    assert not target.exists() and not os.path.exists(tmp_path / "out")
+    with open(pkl, "rb") as f:  # the payload is real: the plain loader runs it
+        pickle.load(f)
+    assert target.read_text() == "pwned"
+
+
+def test_safe_pickle_reads_what_pyskl_files_hold(tmp_path):
+    """Arrays, NumPy scalars and containers in every pickle protocol, and the real sample, as pickle.load."""
+    import collections
+
+    from skclip_jax import safe_pickle
+
+    data = make_pyskl()
+    data["extra"] = {
+        "score": np.float32(0.5), "count": np.int64(3), "names": collections.OrderedDict(a=1),
+        "groups": collections.defaultdict(list, {"a": [1]}), "tags": {"x", "y"}, "raw": b"\x00\x01",
+    }  # fmt: skip
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        path = tmp_path / f"p{protocol}.pkl"
+        path.write_bytes(pickle.dumps(data, protocol=protocol))
+        got = safe_pickle.load(path)
+        assert got["extra"] == data["extra"] and got["split"] == data["split"], protocol
+        for a, b in zip(got["annotations"], data["annotations"], strict=True):
+            assert a["keypoint"].dtype == b["keypoint"].dtype
+            np.testing.assert_array_equal(a["keypoint"], b["keypoint"])
+    if not os.path.exists(SAMPLE_PKL):
+        pytest.skip(f"real PYSKL sample not available at {SAMPLE_PKL} (the synthetic cases passed)")
+    with open(SAMPLE_PKL, "rb") as f:
+        want = pickle.load(f)
+    got = safe_pickle.load(SAMPLE_PKL)
+    assert got["split"] == want["split"] and len(got["annotations"]) == 486
+    for a, b in zip(got["annotations"], want["annotations"], strict=True):
+        assert a.keys() == b.keys() and a["frame_dir"] == b["frame_dir"]
+        np.testing.assert_array_equal(a["keypoint"], b["keypoint"])
+        assert a["keypoint"].dtype == b["keypoint"].dtype == np.float16
+
+
 def test_pyskl_cli_exit_codes(tmp_path):
     data = make_pyskl()
     data["annotations"][1]["keypoint"][0, 0, 0, 0] = np.nan
@@ -363,8 +460,8 @@ def test_pyskl_cli_exit_codes(tmp_path):
     ]
     env = {**os.environ, "PYTHONPATH": REPO}
     bad = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 1, bad.stderr
-    assert f"ERROR: {pkl}: clip frame_dir='tr1'" in bad.stderr
+    assert bad.returncode == 2, bad.stderr
+    assert f"data_prep.pyskl: error: {pkl}: clip frame_dir='tr1'" in bad.stderr
     assert "Traceback" not in bad.stderr
     assert not os.path.exists(tmp_path / "out" / "cli_toy")
 
