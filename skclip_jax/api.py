@@ -58,11 +58,12 @@ def validate_clip(ann: dict[str, Any], where: str, num_keypoints: int) -> dict[s
         score = np.ones(kp.shape[:-1])
     else:
         score = _array(ann["keypoint_score"], "keypoint_score", where)
+        given = score.shape  # reported as the file holds it, not as expanded below
         if score.ndim == 2:
             score = score[None]
         if score.shape != kp.shape[:-1]:
             raise PredictError(
-                f"{where}: keypoint_score has shape {score.shape}, expected {kp.shape[:-1]} "
+                f"{where}: keypoint_score has shape {given}, expected {kp.shape[:-1]} "
                 "(keypoint without its last axis)"
             )
         if not np.all(np.isfinite(score)):
@@ -84,6 +85,17 @@ def validate_clip(ann: dict[str, Any], where: str, num_keypoints: int) -> dict[s
         "img_shape": img_shape,
         "total_frames": t,
     }
+
+
+def empty_clip_warning(sample: dict[str, Any], where: str) -> str | None:
+    """A warning for a checked clip whose keypoint scores are all 0: its heatmaps are blank, so its ranking
+    is the model's answer to an empty video, not to the clip. None for any other clip."""
+    if np.any(sample["keypoint_score"] > 0):
+        return None
+    return (
+        f"{where}: every keypoint_score is 0, so its heatmaps are empty and its ranking says nothing "
+        "about the clip (no person detected?)"
+    )
 
 
 def score_clip(state, keypoint, keypoint_score, class_feats, *, model, opts):
@@ -138,6 +150,10 @@ class TrainedModel:
     class_feats: Any = None
     # The classes the run trained on (the key of its class descriptions).
     run_classes: tuple[str, ...] = ()
+    # A zero-shot run's GZSL offset for the restored step (gzsl_calibration.py), applied to the trained names
+    # when the class list also holds new ones, unless `calibrate` is False.
+    calibration: Any = None
+    calibrate: bool = True
 
     def set_classes(
         self, class_names: Sequence[str], descriptions: dict[str, list[str]] | None = None
@@ -156,6 +172,13 @@ class TrainedModel:
         self.class_names = tuple(class_names)
         self.class_feats = self.encode(self.state, tokens)
 
+    @property
+    def calibrated_mask(self) -> np.ndarray | None:
+        """bool [L] over class_names: where the GZSL offset applies now (None: nowhere)."""
+        if self.calibration is None or not self.calibrate:
+            return None
+        return self.calibration.trained_mask(self.class_names)
+
     def views(self, sample: dict[str, Any]) -> dict[str, np.ndarray]:
         """The clip's test views, [N, M, T, V, 2] and [N, M, T, V], always of the config's shape."""
         from skclip_jax import pose_transforms
@@ -170,14 +193,18 @@ class TrainedModel:
         )
 
     def __call__(self, sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """(probs [L], frame weights [L, T']) of one checked clip (`validate_clip`'s dict)."""
+        """(probs [L], frame weights [L, T']) of one checked clip (`validate_clip`'s dict); probs are
+        calibrated (the trained names lowered by the run's offset) where `calibrated_mask` says so."""
         import jax
 
+        from skclip_jax import gzsl_calibration
+
         views = self.views(sample)
-        probs, weights = self.scorer(
-            self.state, views["keypoint"], views["keypoint_score"], self.class_feats
+        probs, weights = jax.device_get(
+            self.scorer(self.state, views["keypoint"], views["keypoint_score"], self.class_feats)
         )
-        return jax.device_get((probs, weights))
+        gamma = self.calibration.gamma if self.calibration is not None else 0.0
+        return gzsl_calibration.apply(probs, self.calibrated_mask, gamma), weights
 
     def rank(
         self,
@@ -188,6 +215,10 @@ class TrainedModel:
         top_k: int = 5,
     ) -> list[tuple[str, float]]:
         """Ranks action names for one clip; returns up to `top_k` (class name, probability) pairs, best first.
+
+        A zero-shot run's names mixed with new ones are ranked with its GZSL calibration (the trained names'
+        probabilities lowered by the run's offset; `calibrated_mask` says where): set `calibrate = False` first
+        for the plain probabilities.
 
         Args:
           keypoint: [M, T, V, 2] or [T, V, 2] pixel coordinates (x, y), COCO-17 order, as predict's files hold.
@@ -208,6 +239,10 @@ class TrainedModel:
                 self.set_classes(classes, class_descriptions(self.config, run_classes, classes))
         ann = {"keypoint": keypoint, "keypoint_score": keypoint_score, "img_shape": img_shape}
         sample = validate_clip(ann, "clip", self.config.data.num_keypoints)
+        if warning := empty_clip_warning(sample, "clip"):
+            import warnings
+
+            warnings.warn(warning, stacklevel=2)
         probs, _ = self(sample)
         order = np.argsort(-probs, kind="stable")[: max(int(top_k), 1)]
         return [(self.class_names[i], float(probs[i])) for i in order]
@@ -306,10 +341,15 @@ def restore(config, workdir: str, step: int | None = None) -> TrainedModel:
             )
         try:
             state, position = checkpointing.restore(manager, abstract, shardings, step)
-        except FileNotFoundError as e:
-            raise PredictError(str(e)) from e
+        except (
+            FileNotFoundError,
+            checkpointing.CheckpointMismatchError,
+            checkpointing.CheckpointReadError,
+        ) as e:
+            raise PredictError(str(e)) from None
     finally:
         manager.close()
+    state = factory.evaluation_view(state)  # a run's parameter average, where it keeps one
     if factory.is_classifier(config):
         from skclip_jax import classifier_steps
 
@@ -319,6 +359,13 @@ def restore(config, workdir: str, step: int | None = None) -> TrainedModel:
     opts = steps.StepOptions.from_config(config)
     scorer = jax.jit(functools.partial(score_clip, model=parts.model, opts=opts))
     encode = jax.jit(functools.partial(steps.encode_classes, model=parts.model))
+    calibration = None
+    if config.data.get("unseen_classes"):  # only a zero-shot run has held-out clips to calibrate on
+        from skclip_jax import gzsl_calibration
+
+        calibration = gzsl_calibration.Calibration.for_run(
+            config, workdir, run_class_names(config, workdir), int(position["step"])
+        )
     return TrainedModel(
         config,
         state,
@@ -329,4 +376,5 @@ def restore(config, workdir: str, step: int | None = None) -> TrainedModel:
         model=parts.model,
         max_text_positions=parts.text.bert_config.max_position_embeddings,
         opts=opts,
+        calibration=calibration,
     )

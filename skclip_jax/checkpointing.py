@@ -85,11 +85,19 @@ def make_manager(workdir: str, keep: int = 2, read_only: bool = False) -> ocp.Ch
         preservation_policy=policy,
         create=not read_only,
         read_only=read_only,
+        # What read_only implies anyway; said here, orbax does not warn about it on predict's console.
+        save_interval_steps=0 if read_only else 1,
         enable_async_checkpointing=True,
     )
-    return ocp.CheckpointManager(
-        checkpoint_dir(workdir), options=options, item_names=("state", "position")
-    )
+    verbosity = logging.get_verbosity()
+    if read_only:  # orbax warns that a read-only manager is read-only: noise on predict's console
+        logging.set_verbosity(logging.ERROR)
+    try:
+        return ocp.CheckpointManager(
+            checkpoint_dir(workdir), options=options, item_names=("state", "position")
+        )
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def save(

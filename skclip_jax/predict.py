@@ -35,7 +35,6 @@ import dataclasses
 import functools
 import json
 import os
-import pickle
 import re
 import sys
 import time
@@ -46,11 +45,12 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from skclip_jax import api, host_memory
+from skclip_jax import api, command_line, host_memory, safe_pickle
 from skclip_jax.api import PredictError, validate_clip
 from skclip_jax.video.reader import VIDEO_EXTENSIONS
 
 FLAGS = flags.FLAGS
+PROGRAM = "skclip_jax.predict"
 
 
 def define_flags() -> None:
@@ -87,6 +87,13 @@ def define_flags() -> None:
         "annotated_video",
         False,
         "Video inputs: also write <clip>_annotated.mp4 (skeleton + label).",
+    )
+    flags.DEFINE_bool(
+        "calibrate",
+        True,
+        "Zero-shot runs: when --classes mixes the names the run trained on with new ones, lower the trained "
+        "names' probabilities by the run's GZSL offset (docs/zero_shot.md); --nocalibrate ranks with the plain "
+        "probabilities.",
     )
     flags.mark_flags_as_required(["workdir", "input"])
 
@@ -161,12 +168,10 @@ def load_clips(
         ext = os.path.splitext(path)[1].lower()
         try:
             if ext in (".pkl", ".pickle"):
-                with open(path, "rb") as f:
-                    data = pickle.load(f)
+                data = safe_pickle.load(path)  # a pickle may run code: PYSKL's types only
                 anns = _pyskl_clips(data, path, frame_dirs, test_split)
             elif ext == ".npz":
-                with np.load(path, allow_pickle=False) as z:
-                    anns = [{k: z[k] for k in z.files}]
+                anns = [read_npz(path)]
             elif ext == ".json":
                 with open(path, encoding="utf-8") as f:
                     anns = [json.load(f)]
@@ -179,6 +184,8 @@ def load_clips(
                 )
         except PredictError:
             raise
+        except safe_pickle.UnsafePickleError as e:
+            raise PredictError(str(e)) from None
         except Exception as e:  # Truncated or foreign files raise many different types.
             raise PredictError(f"{path}: cannot read ({type(e).__name__}: {e})") from e
         for i, ann in enumerate(anns):
@@ -192,6 +199,29 @@ def load_clips(
                 Clip(path, None if frame_dir is None else str(frame_dir), sample, label, fps=fps)
             )
     return clips
+
+
+def read_npz(path: str) -> dict[str, np.ndarray]:
+    """The arrays of a .npz; a file that is not one (a .npz is a zip of .npy files, np.savez) says so, where
+    NumPy would try to unpickle it and talk about allow_pickle."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise PredictError(
+            f"{path}: not a .npz archive (a .npz is a zip of .npy arrays, as np.savez writes; this file "
+            f"starts with {magic!r})"
+        )
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def warn_empty_clips(clips: Sequence[Clip], err=None) -> None:
+    """One warning line per clip whose keypoint scores are all 0 (api.empty_clip_warning): it is still ranked."""
+    err = err or sys.stderr
+    for clip in clips:
+        where = clip.input + (f" [{clip.frame_dir}]" if clip.frame_dir else "")
+        if warning := api.empty_clip_warning(clip.sample, where):
+            print(f"{PROGRAM}: warning: {warning}", file=err, flush=True)
 
 
 @functools.cache
@@ -343,6 +373,7 @@ def plot_frames(
             linewidth=2.2 if rank == 0 else 1.3,
             label=f"{class_names[c]} (p={probs[c]:.2f})",
         )
+    frame_weight_axis(ax, weights[top])
     ax.set_xlabel("frame")
     ax.set_ylabel("WFI frame weight")
     ax.set_title(f"{clip_name(clip)}: frame weights of the top-{len(top)} classes")
@@ -382,6 +413,25 @@ def plot_frames(
             f"frame {frame + frame_offset} (weight {weights[top[0], step]:.2f})", fontsize=9
         )
     _savefig_atomic(fig, path)
+
+
+def frame_weight_axis(ax, weights: np.ndarray) -> None:
+    """The weight axis from 0, with the uniform weight 1/T' marked where weights sum to 1 (softmax WFI):
+    weights of 0.12-0.13 over 8 steps are nearly uniform and must look it, not fill the plot's height."""
+    weights = np.asarray(weights, dtype=float)
+    if np.allclose(weights.sum(-1), 1.0, atol=1e-3):
+        uniform = 1.0 / weights.shape[-1]
+        ax.axhline(
+            uniform,
+            color="0.5",
+            linestyle="--",
+            linewidth=1,
+            label=f"uniform (1/{weights.shape[-1]})",
+        )
+        top = max(1.2 * float(weights.max()), 2 * uniform)
+    else:  # sigmoid weights lie in (0, 1)
+        top = max(1.05, 1.2 * float(weights.max()))
+    ax.set_ylim(0, top)
 
 
 def format_table(clip: Clip, class_names, probs: np.ndarray, top_k: int) -> str:
@@ -521,6 +571,7 @@ def run(
     window_seconds: float | None = None,
     stride_seconds: float | None = None,
     annotated_video: bool = False,
+    calibrate: bool = True,
 ) -> list[dict[str, Any]]:
     """Reads and checks every input, scores each clip, prints its table and writes the outputs.
 
@@ -536,8 +587,11 @@ def run(
     class_names = tuple(class_names) if class_names else run_classes
     descriptions = api.class_descriptions(config, run_classes, class_names)
     predictor = api.restore(config, workdir, step)
+    predictor.calibrate = calibrate
+    warn_empty_clips(clips)
     start = time.perf_counter()
     predictor.set_classes(class_names, descriptions)
+    say_calibration(predictor, run_classes, out)
     logging.info(
         "Checkpoint step %d; %d classes encoded in %.2f s",
         predictor.step,
@@ -563,6 +617,9 @@ def run(
         plot_frames(
             clip, class_names, probs, weights, positions, os.path.join(output, f"{name}_frames.png")
         )
+    if predictor.calibrated_mask is not None:
+        for record in records:  # the scores are calibrated: each row says by how much
+            record["gzsl_offset"] = predictor.calibration.gamma
     run_config.write_atomic(
         os.path.join(output, "predictions.jsonl"), "".join(json.dumps(r) + "\n" for r in records)
     )
@@ -573,41 +630,91 @@ def run(
     return records
 
 
+def say_calibration(predictor, run_classes: Sequence[str], out) -> None:
+    """One line above the tables when the trained names are ranked against new ones: whether the run's GZSL
+    offset lowers the trained names (and how to turn it off), or why nothing does."""
+    names = predictor.class_names
+    if predictor.calibrated_mask is not None:
+        print(
+            f"{predictor.calibration.describe()} (--nocalibrate: plain probabilities)\n",
+            file=out,
+            flush=True,
+        )
+    elif predictor.calibration is not None and not predictor.calibrate:
+        if predictor.calibration.trained_mask(names) is not None:
+            print(
+                "GZSL calibration off (--nocalibrate): plain probabilities\n", file=out, flush=True
+            )
+    elif set(names) - set(run_classes) and set(names) & set(run_classes):
+        print(
+            "note: new names are ranked beside the run's trained names with no GZSL calibration (only a "
+            "zero-shot run records one), so the trained names are favoured\n",
+            file=out,
+            flush=True,
+        )
+
+
+def resolve_config(workdir: str, config=None):
+    """The config to predict with: the run's saved one, or `config` (--config) once it is known to describe
+    the run in `workdir` (workdir.check_same_run); PredictError otherwise, before jax is imported."""
+    from skclip_jax import run_config
+    from skclip_jax import workdir as workdir_lib
+
+    if not os.path.isdir(workdir):
+        raise PredictError(f"{workdir}: no such folder; pass --workdir of a trained run")
+    if config is None:
+        try:
+            return run_config.load(workdir)
+        except run_config.RunConfigError as e:
+            raise PredictError(str(e)) from None
+    config = run_config.absolute_paths(config)
+    try:
+        workdir_lib.check_same_run(config, workdir, "predict")
+    except workdir_lib.WorkdirConflict as e:
+        raise PredictError(str(e)) from None
+    return config
+
+
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        command_line.fail(
+            PROGRAM, f"unexpected arguments {argv[1:]} (flags take the form --name=value)"
+        )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from skclip_jax import compilation_cache, run_config
+    from skclip_jax import compilation_cache
 
-    compilation_cache.enable()  # a second predict on the same run skips compiling its scorer.
     # Orbax's restore chatter stays off the console (its warnings still show); the table is the output.
     logging.set_verbosity(logging.WARNING)
     try:
-        config = FLAGS.config or run_config.load(FLAGS.workdir)
+        config = resolve_config(FLAGS.workdir, FLAGS.config)
+        class_names = parse_classes(FLAGS.classes, FLAGS.classes_file)
+        compilation_cache.enable()  # a second predict on the same run skips compiling its scorer.
         run(
             config,
             FLAGS.workdir,
             FLAGS.input,
             step=FLAGS.step,
-            class_names=parse_classes(FLAGS.classes, FLAGS.classes_file),
+            class_names=class_names,
             frame_dirs=FLAGS.frame_dir,
             top_k=FLAGS.top_k,
             output=FLAGS.output,
             window_seconds=FLAGS.window_seconds,
             stride_seconds=FLAGS.stride_seconds,
             annotated_video=FLAGS.annotated_video,
+            calibrate=FLAGS.calibrate,
         )
-    except (PredictError, run_config.RunConfigError) as e:
-        print(f"skclip_jax.predict: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    except PredictError as e:  # a bad input, class list, workdir or checkpoint: the user's to fix
+        command_line.fail(PROGRAM, e)
+    except KeyboardInterrupt:
+        command_line.exit_interrupted(PROGRAM, "interrupted; predictions.jsonl was not written")
 
 
 def cli() -> None:
     """The `skclip-predict` console script (and `python -m skclip_jax.predict`)."""
     host_memory.reexec_with_fast_allocator()  # first: the allocator is chosen at start-up
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=command_line.flags_parser(PROGRAM))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""The training program as users run it: train, checkpoint, evaluate, resume after kill -9 or SIGTERM, bad configs.
+"""The training program as users run it: train, checkpoint, evaluate, resume after kill -9, SIGTERM or Ctrl-C,
+mistakes on the command line.
 
 Each run is a real `python -m skclip_jax.main` process on the tiny synthetic demo (2 simulated CPU devices).
 """
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,10 +116,14 @@ def test_eval_mode_reproduces_training_evaluation(reference_run, data_dir, tmp_p
     code, out = run(workdir, data_dir, "--mode=eval")
     assert code == 0, out
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        last = json.loads(f.read().strip().splitlines()[-1])
+        rows = [json.loads(line) for line in f if line.strip()]
+    last = rows[-1]
     assert last["kind"] == "eval" and last["step"] == TOTAL_STEPS
     for key in ("top1", "top5", "mean_class_accuracy"):
         assert last[key] == pytest.approx(before[key], abs=1e-9), key
+    # The evaluation replaced the training run's row of that step: one evaluation row per step.
+    evals = [(r["step"], r["kind"]) for r in rows if r["kind"] == "eval"]
+    assert sorted(evals) == [(4, "eval"), (TOTAL_STEPS, "eval")]
 
 
 def _wait_for(predicate, proc, timeout=300):
@@ -145,6 +151,62 @@ def test_kill_9_then_restart_continues_exactly(reference_run, data_dir, tmp_path
     code, out = run(workdir, data_dir)
     assert code == 0, out
     assert "Resuming at step" in out
+    assert_same_run(workdir, reference)
+
+
+def _first_train_record(workdir):
+    return os.path.exists(os.path.join(workdir, "metrics.jsonl")) and records(workdir, "train")
+
+
+def test_ctrl_c_saves_the_step_in_flight_and_exits_130(reference_run, data_dir, tmp_path):
+    """SIGINT (Ctrl-C) as SIGTERM: the step in flight finishes and is checkpointed; one line names it."""
+    reference, _ = reference_run
+    workdir = str(tmp_path / "interrupted")
+    proc = start(workdir, data_dir)
+    _wait_for(lambda: _first_train_record(workdir), proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    saved = finished_steps(workdir)
+    assert saved and max(saved) == max(records(workdir, "train")), (saved, out)
+    where = os.path.join(os.path.abspath(workdir), "checkpoints", str(max(saved)))
+    last = out.strip().splitlines()[-1]
+    assert last == (
+        f"skclip_jax.main: interrupted: checkpoint of step {max(saved)} saved in {where}; run the "
+        "same command to resume"
+    ), out[-2000:]
+    code, out = run(workdir, data_dir)
+    assert code == 0, out
+    assert_same_run(workdir, reference)
+
+
+def test_second_ctrl_c_exits_at_once_and_the_next_run_resumes_a_complete_checkpoint(
+    reference_run, data_dir, tmp_path
+):
+    """A second Ctrl-C does not wait for the save; whatever it cut short is not what the next run resumes from
+    (orbax's temporary folder is never a step). A leftover temporary folder of a later step proves it."""
+    reference, _ = reference_run
+    workdir = str(tmp_path / "twice")
+    proc = start(workdir, data_dir)
+    _wait_for(lambda: 2 in finished_steps(workdir) and len(records(workdir, "train")) >= 3, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "Second Ctrl-C: exiting now" in out, out[-2000:]
+    ckpt = os.path.join(workdir, "checkpoints")
+    # A save killed half-way, as orbax leaves it: a later step's temporary folder without its commit.
+    shutil.copytree(
+        os.path.join(ckpt, "2"), os.path.join(ckpt, "7.orbax-checkpoint-tmp-1796333000")
+    )
+    os.remove(os.path.join(ckpt, "7.orbax-checkpoint-tmp-1796333000", "commit_success.txt"))
+    complete = finished_steps(workdir)  # before the next run keeps only its latest ones
+    code, out = run(workdir, data_dir)
+    assert code == 0, out
+    resumed = int(out.split("Resuming at step ")[1].split()[0])
+    assert resumed in complete and resumed < 7, (complete, out)
     assert_same_run(workdir, reference)
 
 
@@ -179,8 +241,120 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(reference_run, data_dir, tmp_
 )
 def test_bad_config_stops_with_a_message_naming_the_field(data_dir, tmp_path, extra, message):
     code, out = run(str(tmp_path / "bad"), data_dir, *extra)
-    assert code != 0
+    assert code == 2 and "Traceback" not in out
     assert message in out
+
+
+def _main(*args, cwd=REPO):
+    """`python -m skclip_jax.main ARGS` (no tiny-run flags): (exit status, stdout + stderr, seconds)."""
+    began = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "skclip_jax.main", *args],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
+    return proc.returncode, proc.stdout, time.perf_counter() - began
+
+
+def _broken_configs(d):
+    """Config files a user could write wrong: a syntax error, a name error in get_config, no get_config."""
+    files = {
+        "syntax": "def get_config(:\n    pass\n",
+        "name": "def get_config(arg=None):\n    return undefined_name\n",
+        "noget": "CONFIG = 1\n",
+    }
+    for name, text in files.items():
+        with open(os.path.join(d, f"{name}.py"), "w") as f:
+            f.write(text)
+    return {name: os.path.join(d, f"{name}.py") for name in files}
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["--config=configs/demo.py:tiny", "--config.data.clip_lenn=4"],
+            "--config.data.clip_lenn: config.data has no field 'clip_lenn'; did you mean "
+            "--config.data.clip_len?",
+        ),
+        (
+            ["--config=configs/demo.py:tiny", "--config.model.slowonly.base_chanels=4"],
+            "config.model.slowonly has no field 'base_chanels'; did you mean "
+            "--config.model.slowonly.base_channels?",
+        ),
+        (
+            ["--config=configs/demo.py:tiny", "--config.dat.clip_len=4"],
+            "config has no field 'dat'; did you mean --config.data?",
+        ),
+        (["--config=configs/demo.py:tny"], "Unknown config variant(s) ['tny']"),
+        (["--config=configs/nosuch.py"], "configs/nosuch.py does not exist"),
+        (["--config=configs/demo.py:tiny", "--config.batch_size=eight"], "--config.batch_size"),
+        (["--config=configs/demo.py:tiny", "--worksdir=x"], "Unknown command line flag 'worksdir'"),
+        (["--config=configs/demo.py:tiny", "--mode=predict"], "flag --mode=predict"),
+        (["--mode=eval"], "w: no such folder; pass --workdir of a trained run"),
+        (["--mode=eval", "--restart"], "--restart applies to training only"),
+        (["--config=configs/demo.py:tiny", "positional"], "unexpected arguments ['positional']"),
+        (
+            ["--config=configs/demo.py:tiny", "--config.model.activation=relu"],
+            "config.model.activation='relu': must be one of",
+        ),
+    ],
+)
+def test_a_mistake_is_one_or_two_lines_exit_2(tmp_path, args, message):
+    code, out, seconds = _main(*args, f"--workdir={tmp_path / 'w'}")
+    lines = out.strip().splitlines()
+    assert code == 2, out
+    assert 1 <= len(lines) <= 2 and "Traceback" not in out, out
+    assert lines[0].startswith("skclip_jax.main: error: ") and message in out, out
+    assert not os.path.exists(tmp_path / "w")
+
+
+def test_a_broken_config_file_is_named_with_its_line(tmp_path):
+    files = _broken_configs(str(tmp_path))
+    for name, message in {
+        "syntax": f"{files['syntax']}:1: invalid syntax",
+        "name": f"{files['name']}:2: NameError: name 'undefined_name' is not defined",
+        "noget": f"{files['noget']} defines no get_config()",
+    }.items():
+        code, out, _ = _main(f"--config={files[name]}", f"--workdir={tmp_path / 'w'}")
+        assert code == 2 and len(out.strip().splitlines()) == 1, out
+        assert "Traceback" not in out and message in out, (name, out)
+
+
+def test_mistakes_fail_before_jax_is_imported(tmp_path):
+    """A mistyped field is reported in the time it takes to read the config, not to import jax and TF: with a
+    `jax` on the path that fails on import, the mistake is still the message."""
+    poisoned = tmp_path / "poisoned"
+    (poisoned / "jax").mkdir(parents=True)
+    (poisoned / "jax" / "__init__.py").write_text('raise ImportError("jax was imported")\n')
+    env = dict(_env(), PYTHONPATH=os.pathsep.join([str(poisoned), REPO]))
+    for args, message in [
+        (["--config.data.clip_lenn=4"], "did you mean --config.data.clip_len?"),
+        (["--config.dat.clip_len=4"], "did you mean --config.data?"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "skclip_jax.main", "--config=configs/demo.py:tiny", *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 2 and message in proc.stdout, proc.stdout
+        assert "jax was imported" not in proc.stdout
+    # The poisoned jax does fail a run that gets as far as importing it: the check above can fail.
+    proc = subprocess.run(
+        [sys.executable, "-c", "import jax"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert "jax was imported" in proc.stdout.decode()
 
 
 def test_missing_data_dir_and_checkpoint_are_clear_errors(tmp_path):

@@ -212,7 +212,7 @@ def test_trainer_dispatches_one_train_step_at_a_time_on_cpu(tiny_dataset, tmp_pa
         return block_until_ready(x)
 
     block_until_ready = train.jax.block_until_ready
-    monkeypatch.setattr(train, "compile_steps", spying_compile_steps)
+    monkeypatch.setattr(steps_lib, "compile_steps", spying_compile_steps)
     monkeypatch.setattr(train.jax, "block_until_ready", spying_block_until_ready)
     train.train_and_evaluate(config, str(tmp_path))
     first_eval_wait = len(events) - events[::-1].index("train")

@@ -173,7 +173,7 @@ def test_python_api_ranks_as_the_scorer(run_dir, config):
     assert [n for n, _ in ranked] == [run_classes[i] for i in order]
     np.testing.assert_allclose([p for _, p in ranked], probs[order], rtol=1e-6)
     # A [T, V, 2] clip is one person; new names re-encode the classes and sum to one over them.
-    names = ["waving hand", "jumping high", run_classes[0]]
+    names = sorted({"waving a flag", "jumping very high", run_classes[0]})
     ranked = model.rank(kp[0], classes=names, top_k=10)
     assert sorted(n for n, _ in ranked) == sorted(names)
     assert abs(sum(p for _, p in ranked) - 1.0) < 1e-5
@@ -242,7 +242,10 @@ def _bad_files(d):
     npz("nan", keypoint=nan)
     npz("empty", keypoint=np.zeros((1, 0, 17, 2)))
     npz("score", keypoint=walk(10), keypoint_score=np.ones((1, 9, 17)))
-    files["format"] = os.path.join(d, "clip.mp4")
+    npz("score2d", keypoint=walk(10), keypoint_score=np.ones((3, 3)))
+    files["notzip"] = os.path.join(d, "text.npz")
+    open(files["notzip"], "w").write("keypoint = [[1, 2]]\n")
+    files["format"] = os.path.join(d, "clip.xyz")
     open(files["format"], "wb").write(b"\x00\x00")
     files["pickle"] = os.path.join(d, "broken.pkl")
     open(files["pickle"], "wb").write(b"\x80\x04not a pickle")
@@ -257,7 +260,9 @@ BAD_MESSAGES = {
     "nan": r"nan\.npz: keypoint has 1 NaN",
     "empty": r"empty\.npz: empty clip",
     "score": r"score\.npz: keypoint_score has shape \(1, 9, 17\)",
-    "format": r"clip\.mp4: unknown input format '\.mp4'",
+    "score2d": r"score2d\.npz: keypoint_score has shape \(3, 3\), expected \(1, 10, 17\)",
+    "notzip": r"text\.npz: not a \.npz archive \(a \.npz is a zip of \.npy arrays",
+    "format": r"clip\.xyz: unknown input format '\.xyz'",
     "pickle": r"broken\.pkl: cannot read",
     "json": r"nokp\.json: no 'keypoint' array",
 }
@@ -298,10 +303,100 @@ def test_cli_with_the_workdir_alone(run_dir, tmp_path):
     assert os.path.exists(os.path.join(out_dir, "walk_frames.png"))
     bad = _bad_files(str(tmp_path))["nan"]
     proc = _cli("-m", "skclip_jax.predict", f"--workdir={run_dir}", f"--input={bad}")
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "skclip_jax.predict: error:" in proc.stderr and "NaN" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not os.path.exists(os.path.join(run_dir, "predict"))
+
+
+def test_a_clip_without_any_scored_keypoint_is_ranked_with_a_warning(run_dir, tmp_path):
+    blank = str(tmp_path / "blank.npz")
+    np.savez(blank, keypoint=walk(20), keypoint_score=np.zeros((1, 20, 17)))
+    scored = write_inputs(str(tmp_path))["npz"]
+    proc = _cli(
+        "-m", "skclip_jax.predict", f"--workdir={run_dir}", f"--input={blank}",
+        f"--input={scored}", f"--output={tmp_path / 'out'}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [line for line in proc.stderr.splitlines() if "warning:" in line]
+    assert warnings == [
+        f"skclip_jax.predict: warning: {blank}: every keypoint_score is 0, so its heatmaps are empty "
+        "and its ranking says nothing about the clip (no person detected?)"
+    ], proc.stderr[-3000:]
+    assert proc.stdout.count("rank  class") == 2
+
+
+def _predict_lines(*args):
+    proc = _cli("-m", "skclip_jax.predict", *args)
+    return proc.returncode, (proc.stdout + proc.stderr).strip().splitlines()
+
+
+def test_predict_mistakes_are_one_or_two_lines(run_dir, tmp_path):
+    """A missing workdir, another run's config, a mistyped field: exit 2, no traceback, before jax."""
+    good = write_inputs(str(tmp_path))["npz"]
+    missing = str(tmp_path / "no_run")
+    code, lines = _predict_lines(f"--workdir={missing}", f"--input={good}")
+    assert code == 2 and lines == [
+        f"skclip_jax.predict: error: {missing}: no such folder; pass --workdir of a trained run"
+    ]
+    # The 4-class run with the 8-class demo config: refused, not ranked against the wrong classes.
+    code, lines = _predict_lines(
+        f"--workdir={run_dir}", f"--input={good}", "--config=configs/demo.py"
+    )
+    assert code == 2 and len(lines) == 2, lines
+    assert lines[0].startswith(f"skclip_jax.predict: error: {run_dir} holds another run (")
+    assert "config field(s) differ, saved -> requested: " in lines[0], lines
+    assert (
+        lines[1] == "Omit --config to use the run's own, or name this config's run with --workdir."
+    )
+    code, lines = _predict_lines(
+        f"--workdir={run_dir}", f"--input={good}", "--config=configs/demo.py:tiny",
+        "--config.data.clip_lenn=3",
+    )  # fmt: skip
+    assert code == 2 and len(lines) == 1 and "did you mean --config.data.clip_len?" in lines[0]
+    assert not os.path.exists(os.path.join(run_dir, "predict"))
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_line(run_dir, tmp_path):
+    """A config.json edited after training (or a checkpoint of another model): one line naming the folder and
+    the first array that differs, from predict and from --mode=eval."""
+    import shutil
+
+    workdir = str(tmp_path / "edited")
+    shutil.copytree(run_dir, workdir)
+    path = os.path.join(workdir, "config.json")
+    with open(path) as f:
+        saved = json.load(f)
+    saved["model"]["embed_dim"] = 2 * saved["model"]["embed_dim"]
+    with open(path, "w") as f:
+        json.dump(saved, f)
+    good = write_inputs(str(tmp_path))["npz"]
+    code, lines = _predict_lines(f"--workdir={workdir}", f"--input={good}")
+    assert code == 2 and len(lines) == 1 and "Traceback" not in lines[0], lines[-20:]
+    ckpt = os.path.join(workdir, "checkpoints")
+    assert lines[0].startswith(
+        f"skclip_jax.predict: error: checkpoint step 1 in {ckpt} does not fit"
+    )
+    assert "in the checkpoint" in lines[0] and "for the config" in lines[0], lines
+    proc = _cli("-m", "skclip_jax.main", f"--workdir={workdir}", "--mode=eval")
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert errors == [lines[0].replace("skclip_jax.predict", "skclip_jax.main")], errors
+
+
+def test_frame_weight_axis_starts_at_zero_and_marks_the_uniform_weight():
+    """Nearly uniform weights (0.12-0.13 over 8 steps) look nearly uniform: the axis starts at 0 and the
+    1/T' line is drawn; sigmoid weights (not summing to 1) get the (0, 1) range and no line."""
+    from matplotlib.figure import Figure
+
+    weights = np.array([[0.12, 0.13, 0.125, 0.125, 0.12, 0.13, 0.125, 0.125]])
+    ax = Figure().subplots()
+    predict.frame_weight_axis(ax, weights)
+    lo, hi = ax.get_ylim()
+    assert lo == 0 and hi >= 2 / 8 and len(ax.lines) == 1 and ax.lines[0].get_ydata()[0] == 1 / 8
+    ax = Figure().subplots()
+    predict.frame_weight_axis(ax, np.full((2, 8), 0.6))
+    assert ax.get_ylim() == (0, 1.05) and not ax.lines
 
 
 def test_eval_mode_reads_the_saved_config(run_dir):
@@ -309,7 +404,7 @@ def test_eval_mode_reads_the_saved_config(run_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "final evaluation: top1" in proc.stdout
     proc = _cli("-m", "skclip_jax.main", f"--workdir={run_dir}/nowhere", "--mode=eval")
-    assert proc.returncode == 1 and "config.json does not exist" in proc.stderr
+    assert proc.returncode == 2 and "nowhere: no such folder" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -90,7 +90,7 @@ def test_training_steps_get_no_unseen_clip_or_text(dataset, tmp_path, monkeypatc
 
         return steps_lib.CompiledSteps(spy_train, steps.encode_classes, steps.eval)
 
-    monkeypatch.setattr(train, "compile_steps", spying_compile_steps)
+    monkeypatch.setattr(steps_lib, "compile_steps", spying_compile_steps)
     result = train.train_and_evaluate(config, str(tmp_path))
 
     assert len(seen_inputs) == 3
