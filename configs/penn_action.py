@@ -6,8 +6,8 @@ data.data_dir is the converter's --out_dir:
   python -m data_prep.penn_action --labels_dir=Penn_Action/labels --out_dir=data/penn_action
 
 Usage: `--config=configs/penn_action.py[:variant,...]`; variants: `cpu` and the ablations in
-skclip_jax/config_lib/variants.py. `cpu` trains in <= 30 min on 2 CPU cores (96 % top-1 on the test split, measured); its
-sizes are plain fields below so they can be retuned from the command line.
+skclip_jax/config_lib/variants.py. `cpu` trains on 2 CPU cores (its test-split figure: docs/benchmarks.md
+"Accuracy"); its sizes are plain fields below so they can be retuned from the command line.
 """
 
 import ml_collections
@@ -18,12 +18,9 @@ from skclip_jax.config_lib import open_vocab, variants
 def shrink_for_cpu(config: ml_collections.ConfigDict) -> None:
     """The shared laptop sizes, and a schedule counted in passes over Penn Action's 1258 clips.
 
-    SSM uses the paper's in-batch targets (the batch's class texts), chosen on the validation split
-    (`penn_action.py:cpu,val`: the last 15 % of the training split, 189 clips, 10 passes each): in-batch 94.7 %
-    top-1 (85.7 % halfway), every class's text (`allclasses`, this variant's default until this release) 91.0 %
-    (81.0 % halfway). Two releases ago, at a 3x lower learning rate, in-batch had learned much more slowly (58 %
-    top-1 after 4 passes, against 82 % after 6 with all classes), hence the earlier default. The test-split figure
-    and wall time of this variant are in the README's quick-start table.
+    SSM uses the paper's in-batch targets (the batch's class texts): on the validation split
+    (`penn_action.py:cpu,val`) they beat every class's text (`allclasses`), docs/design.md "SSM targets: in-batch
+    or every class". The test-split figure and wall time of this variant are in docs/benchmarks.md "Accuracy".
     """
     variants.shrink_for_cpu(config)
     config.data.repeat = 1

@@ -147,9 +147,9 @@ def padded_length(tokenizer, texts: Sequence[Sequence[str]], max_len: int) -> in
     """The token length a run pads its class texts to: its longest text, capped at ``max_len``.
 
     Padding is masked, so it changes no feature, but the text tower and every CSI fusion pass pay for each
-    padded position: the demo's 8 class names are at most 5 tokens, and padding them to 10 made its whole
-    train step 1.2-1.3x slower (1.20-1.32 s against 1.00-1.03 s, `skclip_jax.tools.bench`). Fixed per run, so it
-    compiles once. At least 2 tokens: [CLS] and [SEP].
+    padded position: the demo's class names are a few tokens, and padding them to 10 made its whole train step
+    measurably slower (`skclip_jax.tools.bench`). Fixed per run, so it compiles once. At least 2 tokens: [CLS]
+    and [SEP].
     """
     return fitting_length(tokenizer, texts, min_len=2, limit=max_len)
 

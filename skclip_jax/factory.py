@@ -133,10 +133,10 @@ def create_train_state(
     """Initialises the state with its shardings; returns (state, shardings).
 
     ``init_on_host`` (default: on every backend but the CPU) runs the init program on the host's CPU and then
-    places each leaf on its sharding. The init is ~3,500 small random-number ops that run once: on an H200 its
-    compilation into as many GPU kernels took 84 s of a paper-size run's start-up; the host compiles it
-    unoptimised in seconds. On the CPU backend the params are born sharded (no host copy). Either way the values
-    are the same: threefry random bits do not depend on the backend.
+    places each leaf on its sharding. The init is ~3,500 small random-number ops that run once: compiling them
+    into as many GPU kernels was a large part of a paper-size run's start-up; the host compiles it unoptimised
+    far faster (docs/design.md "Start-up"). On the CPU backend the params are born sharded (no host copy).
+    Either way the values are the same: threefry random bits do not depend on the backend.
     """
 
     init_fn = state_init_fn(model, tx, num_keypoints, max_text_len, ema)
@@ -170,9 +170,8 @@ def _own_ema_buffers(state: TrainState) -> TrainState:
     return state.replace(ema=jax.tree.map(lambda x: x.copy(), state.ema))
 
 
-# XLA:CPU options for a program that runs once (the init): skip LLVM's optimisation. Optimising the init's
-# kernels took 14-18 s of the demo's start-up for a program that then runs in 0.3 s (unoptimised: 7 s to
-# compile, 2 s to run).
+# XLA:CPU options for a program that runs once (the init): skip LLVM's optimisation, which costs the init far
+# more compile time than it saves run time (docs/design.md "Start-up").
 _RUN_ONCE_CPU_OPTIONS = {
     "xla_backend_optimization_level": 0,
     "xla_llvm_disable_expensive_passes": True,

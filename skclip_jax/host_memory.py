@@ -1,15 +1,13 @@
 """The host allocator for XLA:CPU's large buffers: jemalloc that keeps freed pages, or glibc with huge pages.
 
-Why: XLA:CPU takes each step's temporary buffer (5.9 GB at the paper's sizes, B=8) from ``malloc`` and frees it
+Why: XLA:CPU takes each step's temporary buffer (gigabytes at the paper's sizes) from ``malloc`` and frees it
 at the step's end. glibc serves every request above 32 MiB with a fresh ``mmap`` and unmaps it at ``free``, so
-each step faults its gigabytes in again and the kernel zeroes every page: with 4 KiB pages an elementwise pass
-over a 154 MB array ran 3x slower; with transparent huge pages (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``) the
-faults are 512x fewer but the zeroing stays, ~2 s of system time in every 9 s step on the 2-core machine
-(``perf stat``: ~4,000 faults a step). jemalloc configured never to return freed pages to the kernel
-(``MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1``, what the PyTorch peer runs with) reuses them: 0.03 s of
-system time a step, and the B=8 step 11 % faster (7.8 s against 8.8 s, each step awaited; README
-"Benchmarks"). It needs one step at a time (``one_step_at_a_time``): a step dispatched while another runs gets
-a temp of its own, and jemalloc would keep both.
+each step faults its gigabytes in again and the kernel zeroes every page; transparent huge pages
+(``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``) make the faults fewer but the zeroing stays. jemalloc configured
+never to return freed pages to the kernel (``MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1``, what the
+PyTorch peer runs with) reuses them, and the step runs faster (docs/design.md "The host allocator"). It needs
+one step at a time (``one_step_at_a_time``): a step dispatched while another runs gets a temp of its own, and
+jemalloc would keep both.
 
 Allocators are chosen when a process starts, so the command-line entry points call ``reexec_with_fast_allocator()``
 first thing in their ``__main__`` blocks (their modules import little at the top): it re-executes the same
@@ -19,11 +17,11 @@ mode is ``madvise``. ``SKCLIP_JAX_ALLOCATOR`` picks: ``auto`` (default), ``jemal
 ``system`` (leave the process as started); a process already under jemalloc, or with the tunable set, is left
 as it is.
 
-Compiling a step leaves the allocator holding freed blocks (XLA's and LLVM's working memory: 0.7 GB for the
-paper-size train step) that the step's buffers do not reuse, so they sat in the peak RSS under every step.
-``release_free_heap()`` hands them back (jemalloc: purge every arena; glibc: ``malloc_trim(0)``); the entry
-points call it once after each compilation, and the trainer before each evaluation too (the train step's kept
-temp would otherwise lie under the eval step's memory).
+Compiling a step leaves the allocator holding freed blocks (XLA's and LLVM's working memory) that the step's
+buffers do not reuse, so they sat in the peak RSS under every step. ``release_free_heap()`` hands them back
+(jemalloc: purge every arena; glibc: ``malloc_trim(0)``); the entry points call it once after each compilation,
+and the trainer before each evaluation too (the train step's kept temp would otherwise lie under the eval step's
+memory).
 """
 
 import ctypes
@@ -184,10 +182,9 @@ def one_step_at_a_time(backend: str) -> bool:
     """Whether a training loop should wait for each step to finish before dispatching the next: on CPU, yes.
 
     Why: XLA:CPU allocates an executable's temporary buffer when the call is dispatched, not when it starts
-    running. With steps dispatched back to back, the next step's temp (5.9 GB at the paper's sizes, B=8) is
-    allocated while the running step's is still live. glibc only maps it (untouched pages cost nothing), but
-    jemalloc keeps the pages of both: 15.7 GB resident against 8.5 GB when each step is awaited (measured,
-    B=8). The host has nothing to do between steps that the prefetching thread does not already do, so the
-    wait costs nothing (glibc: 8.73 s a step back to back, 8.77 s awaited). Accelerators keep their queue.
+    running. With steps dispatched back to back, the next step's temp is allocated while the running step's is
+    still live. glibc only maps it (untouched pages cost nothing), but jemalloc keeps the pages of both, nearly
+    doubling the resident memory. The host has nothing to do between steps that the prefetching thread does not
+    already do, so the wait costs no step time. Accelerators keep their queue.
     """
     return backend == "cpu"

@@ -79,8 +79,8 @@ def load_dataset_info(
     """Reads the dataset's metadata: split sizes and class names (from the ClassLabel, or a file).
 
     ``slices``: TFDS split specs such as ``train[:85%]`` / ``train[85%:]`` (a validation split carved from the
-    training data, README "Validation") to size as well; an invalid spec stays out of ``split_sizes``, so the
-    caller's unknown-split error names it.
+    training data, docs/design.md "Validation splits") to size as well; an invalid spec stays out of
+    ``split_sizes``, so the caller's unknown-split error names it.
     """
     builder_dir = find_builder_dir(data_dir)
     builder = tfds.builder_from_directory(builder_dir)
@@ -132,9 +132,9 @@ def carve_split(spec: str, percent: int) -> tuple[str, str]:
 def with_calibration_split(config):
     """The config a zero-shot run trains and evaluates with: data.calibration_split carved from the training split.
 
-    Applies when data.unseen_classes and data.calibration_percent are set (README "Zero-shot"); the saved run
-    config keeps the fields as given, so resolving it again gives the same splits. Other configs come back as they
-    are, with data.calibration_split = "".
+    Applies when data.unseen_classes and data.calibration_percent are set (docs/zero_shot.md "Calibrated
+    stacking, chosen without test clips"); the saved run config keeps the fields as given, so resolving it again
+    gives the same splits. Other configs come back as they are, with data.calibration_split = "".
     """
     config = config.copy_and_resolve_references()
     percent = config.data.get("calibration_percent", 0)

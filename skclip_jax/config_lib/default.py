@@ -39,15 +39,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.repeat = 10  # the original repeats the training split 10 times per epoch.
     config.data.prompt_template = "{}"  # class-name prompt; the original feeds the bare class name.
     config.data.max_text_len = 10
-    # Open vocabulary (README "Zero-shot"): several templates give each class the normalised mean of their
-    # features (empty = prompt_template alone); a JSON {class: [description, ...]} adds descriptions.
+    # Open vocabulary (docs/zero_shot.md "Prompts: templates and descriptions"): several templates give each
+    # class the normalised mean of their features (empty = prompt_template alone); a JSON
+    # {class: [description, ...]} adds descriptions.
     config.data.prompt_templates = ()
     config.data.class_descriptions_file = ""
     # Classes (names or 0-based indices) held out of training entirely: zero-shot evaluation (ZSL, GZSL).
     config.data.unseen_classes = ()
-    # GZSL calibration (zero-shot runs only, README "Zero-shot"): the last calibration_percent of the training
-    # split is held out of training; its seen-class clips choose the calibrated-stacking offset that keeps
-    # calibration_keep_seen of them seen, and choose the kept best checkpoint. 0 turns both off.
+    # GZSL calibration (zero-shot runs only, docs/zero_shot.md "Calibrated stacking, chosen without test
+    # clips"): the last calibration_percent of the training split is held out of training; its seen-class clips
+    # choose the calibrated-stacking offset that keeps calibration_keep_seen of them seen, and choose the kept
+    # best checkpoint. 0 turns both off.
     config.data.calibration_percent = 10
     config.data.calibration_keep_seen = 0.95
     config.data.num_workers = 0  # grain worker processes per host; 0 = in-process.
@@ -68,8 +70,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.slowonly.temporal_strides = (1, 1, 2)
     config.model.slowonly.conv1_kernel = (1, 7, 7)
     # How the convolutions are computed: auto (GEMM formulations on CPU, XLA's conv op on GPU/TPU) | xla | gemm.
-    # On CPU at the paper's sizes (B=8) auto trains 3.8x faster than xla at 12.2 GB peak RSS against 11.4 (README
-    # "Benchmarks"). Same parameters and, up to float rounding, the same results (skclip_jax/models/conv_impl.py).
+    # auto because XLA:CPU's GEMM runs several times faster than its 3D convolution (docs/design.md "GEMM
+    # convolutions"). Same parameters and, up to float rounding, the same results (skclip_jax/models/conv_impl.py).
     config.model.slowonly.conv_impl = "auto"
     # How the BatchNorms (+ ReLU) are computed: auto (a hand-written backward pass on CPU, nn.BatchNorm on GPU/TPU)
     # | flax | fused. Same variables and, up to float rounding, results (skclip_jax/models/batch_norm.py).
@@ -77,15 +79,14 @@ def get_config() -> ml_collections.ConfigDict:
     # How the stem sees the keypoint heatmaps: auto (on CPU, each keypoint's window convolved alone where that is
     # estimated cheaper: 56x56 frames at sigma 0.6, not the demo's sigma 2.0; on GPU/TPU the rendered volume) |
     # conv (render the [T, H, W, K] volume, convolve it) | patches.
-    # On CPU at the paper's sizes (B=8) the stem alone drops from 1.85 s to 0.56 s forward + backward, the train
-    # step from 8.40 s to 7.38 s (README "Benchmarks"). Same parameters and, up to float rounding, results
+    # On CPU a heatmap is zero outside each keypoint's window, so the dense stem multiplies mostly zeros
+    # (docs/design.md "The stem from the keypoints' windows"). Same parameters and, up to float rounding, results
     # (skclip_jax/models/patch_stem.py); limb heatmaps (data.with_limb) always use conv.
     config.model.slowonly.stem_impl = "auto"
     # Rebuild in the backward pass what XLA:CPU keeps from the forward pass: every block's padded inputs and
-    # im2col patches (the stem's are rebuilt anyway, SlowOnly.rebuild_stem; skclip_jax/models/remat.py). Paper
-    # sizes, B=8 on the 2-core CPU: XLA temp 5860 -> 4687 MB (peak RSS by default 8.5 GB, the PyTorch
-    # original's 8.7 GB), step up to ~8 % slower (README "Benchmarks"). Off: the step's speed comes first; on: a
-    # batch that does not fit otherwise.
+    # im2col patches (the stem's are rebuilt anyway, SlowOnly.rebuild_stem; skclip_jax/models/remat.py): less
+    # peak memory for a slower step (docs/design.md "Optional: `model.slowonly.low_memory`"). Off: the step's speed
+    # comes first; on: a batch that does not fit otherwise.
     config.model.slowonly.low_memory = False
     config.model.text = ml_collections.ConfigDict()
     # A local Hugging Face BERT directory (config.json, model.safetensors or flax_model.msgpack, vocab.txt).
@@ -107,9 +108,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.contrastive_group_size = 16
     config.model.csi = True  # Table 3.
     config.model.csi_weight = 1.0
-    config.model.match_head = (
-        "linear"  # linear (paper) | mlp (see README: CSI at BERT's x0.01 rate).
-    )
+    config.model.match_head = "linear"  # linear (paper) | mlp (docs/design.md "Making CSI learn").
     config.model.csi_negatives = "argmax"  # argmax (paper Eq. 1) | sample (the original code).
     config.model.dtype = "float32"  # float32 | bfloat16 compute; parameters stay float32.
 

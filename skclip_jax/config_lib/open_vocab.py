@@ -22,7 +22,8 @@ def zero_shot(unseen: tuple, help_text: str, **fields) -> variants.Variant:
     """A zero-shot split: `unseen` held out of training; every evaluation adds ZSL and GZSL figures.
 
     The last data.calibration_percent (default 10) of the training split is held out too: its seen-class clips
-    choose the GZSL calibration and the kept best checkpoint (README "Zero-shot").
+    choose the GZSL calibration and the kept best checkpoint (docs/zero_shot.md "Calibrated stacking, chosen
+    without test clips").
     """
     return variants.Variant(
         variants.set_fields(**{"data.unseen_classes": tuple(unseen)}, **fields), "zsl", help_text

@@ -36,11 +36,11 @@ def spatial_max_filter3(x: jax.Array) -> jax.Array:
     """The stem's max-pool (kernel 1x3x3, stride 1, padding 0x1x1 with -inf) as shifted maxima.
 
     Equal to ``nn.max_pool(x, (1, 3, 3), (1, 1, 1), ((0, 0), (1, 1), (1, 1)))`` in the forward pass. Its
-    backward is elementwise selects that XLA fuses, where ``nn.max_pool``'s is a ``select_and_scatter``:
-    on the H200 a scatter kernel of ~7.5 ms a bf16 step at B=32, on the CPU 2.6 s against 0.8 s forward +
-    backward at B=8 ([8, 48, 56, 56, 32], float32). The filter is separable: three maxima along the width,
-    then three along the height. Ties share the gradient equally (``select_and_scatter`` gives it to the
-    first maximum); the input follows a ReLU, whose zero derivative masks the common ties, those at zero.
+    backward is elementwise selects that XLA fuses, where ``nn.max_pool``'s is a ``select_and_scatter``, a
+    slow scatter kernel on GPU and CPU alike (docs/design.md "Smaller rules, always on"). The filter is
+    separable: three maxima along the width, then three along the height. Ties share the gradient equally
+    (``select_and_scatter`` gives it to the first maximum); the input follows a ReLU, whose zero derivative
+    masks the common ties, those at zero.
     """
     pad = ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0))
     p = jnp.pad(x, pad, constant_values=jnp.array(-jnp.inf, x.dtype))
@@ -54,9 +54,9 @@ def residual_relu(y: jax.Array, shortcut: jax.Array) -> jax.Array:
 
     XLA treats ``max(z, 0)`` as a unary op and fuses it into every user, which lets it fuse the sum below it
     as well: XLA:CPU then recomputed a stage's whole residual stream inside each block's output and
-    backward ReLU mask (one fusion read seven blocks' conv outputs at the paper's sizes, ~0.7 s of a B=8
-    step). ``where(z > 0, z, 0)`` reads ``z`` twice, and since the next block's GEMMs cannot take it into
-    their fusions it is computed once. Same values and gradient as ``nn.relu`` (``0`` for NaN, and for
+    backward ReLU mask (one fusion read seven blocks' conv outputs at the paper's sizes).
+    ``where(z > 0, z, 0)`` reads ``z`` twice, and since the next block's GEMMs cannot take it into their
+    fusions it is computed once. Same values and gradient as ``nn.relu`` (``0`` for NaN, and for
     ``-0`` ``+0``); ``tests/test_slowonly.py`` checks the compiled step.
     """
     z = y + shortcut
@@ -208,11 +208,11 @@ class SlowOnly(nn.Module):
         ``"auto"`` (fused on CPU, flax elsewhere). Same variables and, up to float rounding, results.
       low_memory: rebuild in the backward pass what XLA would keep from the forward pass (``remat``): the stem's
         max filter's masks and, with the ``gemm`` convolutions, the zero-padded inputs and im2col patches. Less
-        peak memory for a slower step (README "Benchmarks"); same results.
+        peak memory for a slower step (docs/design.md "Optional: `model.slowonly.low_memory`"); same results.
       rebuild_stem: with the ``gemm`` convolutions, rebuild the stem's im2col patches (7x its input) and its max
-        filter's masks in the backward pass even without ``low_memory``: 770 MB less XLA temp at the paper's
-        sizes (B=8), for no step time measured on the 2-core CPU (the recomputation is a few copies, and a
-        smaller step faults fewer fresh pages). Same results.
+        filter's masks in the backward pass even without ``low_memory``: less XLA temp for no measurable step
+        time (the recomputation is a few copies, and a smaller step faults fewer fresh pages; docs/design.md
+        "Smaller rules, always on"). Same results.
     """
 
     in_channels: int = 17

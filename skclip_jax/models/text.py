@@ -349,8 +349,9 @@ def _convert_safetensors(path: str) -> Params:
     """transformers' own PyTorch->Flax renaming of ``model.safetensors``, without initialising a random model.
 
     ``from_pretrained(from_pt=True)`` first initialises the whole Flax model only to read its parameter names and
-    shapes (a compile: ~7 of the demo's first 90 seconds on 2 CPU cores); the abstract shape tree carries the
-    same names and shapes. Checkpoint entries that are not parameters (``position_ids``) are dropped, as there.
+    shapes (a compile, a noticeable part of a short run's start-up; docs/design.md "Start-up"); the abstract
+    shape tree carries the same names and shapes. Checkpoint entries that are not parameters (``position_ids``)
+    are dropped, as there.
     """
     model = FlaxBertModel(BertConfig.from_pretrained(path, local_files_only=True), _do_init=False)
     shapes = model.params_shape_tree

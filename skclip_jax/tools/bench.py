@@ -217,7 +217,7 @@ def load_peer(path: str, batch: int, allocator: str) -> dict:
 
 
 def side_by_side(ours: dict, peer: dict) -> str:
-    """A Markdown table of both sides' figures (the README's benchmark table)."""
+    """A Markdown table of both sides' figures (docs/benchmarks.md "Beside the PyTorch original")."""
     rows = [
         ("train clips/s", "train_clips_per_sec", "{:.2f}"),
         ("train step s", "train_step_s", "{:.2f}"),

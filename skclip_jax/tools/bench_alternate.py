@@ -1,8 +1,8 @@
 """Two variants of the train step timed in one process, their steps alternated (A B B A A B ...).
 
-Why: this project's 2-core development machine drifts by more than most changes gain (README "Benchmarks"):
-separate runs of the same code read 5-10 % apart, so two runs compared say little. Compiling both variants in one
-process and alternating their steps puts both under the same drift, and their medians compare. Used by
+Why: this project's 2-core development machine drifts between runs of the same code by more than most changes
+gain (docs/benchmarks.md), so two separate runs compared say little. Compiling both variants in one process and
+alternating their steps puts both under the same drift, and their medians compare. Used by
 ``bench --alternate=KEY=VALUE``; the variant differs from the run's config by those fields only, and must have
 the same parameters (a convolution formulation, ``low_memory``, a dtype: not another architecture).
 """
