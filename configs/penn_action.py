@@ -31,7 +31,7 @@ def shrink_for_cpu(config: ml_collections.ConfigDict) -> None:
 
 VARIANTS = {
     "cpu": variants.Variant(
-        shrink_for_cpu, "size", "2-core laptop run: ~10 min, 96 % top-1 measured"
+        shrink_for_cpu, "size", "a 2-core laptop run (time and accuracy: docs/benchmarks.md)"
     ),
     # Zero-shot proxies of the NTU splits that run on a CPU: 12 seen classes, 3 unseen (chance 33 %).
     "zsl1": open_vocab.zero_shot(
