@@ -230,13 +230,13 @@ class TrainedModel:
         Raises:
           PredictError: a malformed clip (shape, NaN, keypoint count) or class list.
         """
-        if classes is not None:
-            classes = tuple(classes)
-            if len(classes) < 2 or len(set(classes)) != len(classes):
-                raise PredictError(f"classes: needs at least 2 distinct names, got {list(classes)}")
-            if classes != self.class_names:
-                run_classes = self.run_classes or self.class_names
-                self.set_classes(classes, class_descriptions(self.config, run_classes, classes))
+        run_classes = self.run_classes or self.class_names
+        # None is the run's own classes, also after another list was ranked.
+        classes = run_classes if classes is None else tuple(classes)
+        if len(classes) < 2 or len(set(classes)) != len(classes):
+            raise PredictError(f"classes: needs at least 2 distinct names, got {list(classes)}")
+        if classes != self.class_names:
+            self.set_classes(classes, class_descriptions(self.config, run_classes, classes))
         ann = {"keypoint": keypoint, "keypoint_score": keypoint_score, "img_shape": img_shape}
         sample = validate_clip(ann, "clip", self.config.data.num_keypoints)
         if warning := empty_clip_warning(sample, "clip"):

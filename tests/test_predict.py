@@ -177,6 +177,8 @@ def test_python_api_ranks_as_the_scorer(run_dir, config):
     ranked = model.rank(kp[0], classes=names, top_k=10)
     assert sorted(n for n, _ in ranked) == sorted(names)
     assert abs(sum(p for _, p in ranked) - 1.0) < 1e-5
+    # classes=None is the run's own classes again, not the list ranked last.
+    assert [n for n, _ in model.rank(kp, top_k=3)] == [run_classes[i] for i in order]
     with pytest.raises(api.PredictError, match="keypoint has shape"):
         model.rank(np.zeros((5, 17)))
     with pytest.raises(api.PredictError, match="no such folder"):
