@@ -396,6 +396,50 @@ def describe_run(config, opts, batch: int, init_s: float, present: int | None) -
     }
 
 
+def _time_eval_step(result, steps, state, config, mesh, eval_batch, class_tokens, rng, present):
+    """Compiles and times the eval step on one random batch of test views; adds its figures to `result`."""
+    import jax
+
+    from skclip_jax import sharding
+
+    views = config.data.num_test_clips
+    eval_batch_arrays = sharding.make_global_batch(
+        mesh,
+        random_batch(
+            rng, eval_batch, views, config, config.data.test_size, _NUM_CLASSES.value, present
+        ),
+    )
+    class_feats = steps.encode_classes(state, class_tokens)
+    logging.info("compiling the eval step (batch %d x %d views)", eval_batch, views)
+    t0 = time.perf_counter()
+    eval_lowered = steps.eval.lower(state, eval_batch_arrays, class_feats)
+    eval_exec = eval_lowered.compile()
+    host_memory.release_free_heap()
+    eval_compile_s = time.perf_counter() - t0
+    logging.info("eval step compiled in %.1f s", eval_compile_s)
+    jax.block_until_ready(eval_exec(state, eval_batch_arrays, class_feats))
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    # The trainer's evaluation fetches each batch's output; on CPU, so does this loop.
+    await_each_step = host_memory.one_step_at_a_time(jax.default_backend())
+    for _ in range(_STEPS.value):
+        out = eval_exec(state, eval_batch_arrays, class_feats)
+        if await_each_step:
+            jax.block_until_ready(out)
+    jax.block_until_ready(out)
+    eval_s = time.perf_counter() - t0
+    eval_cpu_s = _cpu_seconds() - c0
+    result.update(
+        eval_videos_per_sec=round(eval_batch * _STEPS.value / eval_s, 2),
+        eval_clips_per_sec=round(eval_batch * views * _STEPS.value / eval_s, 2),
+        eval_compile_s=round(eval_compile_s, 2),
+        eval_step_s=round(eval_s / _STEPS.value, 3),
+        eval_step_cpu_s=round(eval_cpu_s / _STEPS.value, 3),
+    )
+    result.update(executable_figures("eval", eval_lowered, eval_exec, eval_s / _STEPS.value))
+    peak, _ = peak_memory_bytes(jax.devices()[0])
+    result["peak_memory_mb"] = round(peak / 2**20, 1)
+
+
 def main(argv):
     del argv
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -481,42 +525,7 @@ def main(argv):
             key,
         )
     if _EVAL.value:
-        views = config.data.num_test_clips
-        eval_batch_arrays = sharding.make_global_batch(
-            mesh,
-            random_batch(
-                rng, eval_batch, views, config, config.data.test_size, _NUM_CLASSES.value, present
-            ),
-        )
-        class_feats = steps.encode_classes(state, class_tokens)
-        logging.info("compiling the eval step (batch %d x %d views)", eval_batch, views)
-        t0 = time.perf_counter()
-        eval_lowered = steps.eval.lower(state, eval_batch_arrays, class_feats)
-        eval_exec = eval_lowered.compile()
-        host_memory.release_free_heap()
-        eval_compile_s = time.perf_counter() - t0
-        logging.info("eval step compiled in %.1f s", eval_compile_s)
-        jax.block_until_ready(eval_exec(state, eval_batch_arrays, class_feats))
-        t0, c0 = time.perf_counter(), _cpu_seconds()
-        # The trainer's evaluation fetches each batch's output; on CPU, so does this loop.
-        await_each_step = host_memory.one_step_at_a_time(jax.default_backend())
-        for _ in range(_STEPS.value):
-            out = eval_exec(state, eval_batch_arrays, class_feats)
-            if await_each_step:
-                jax.block_until_ready(out)
-        jax.block_until_ready(out)
-        eval_s = time.perf_counter() - t0
-        eval_cpu_s = _cpu_seconds() - c0
-        result.update(
-            eval_videos_per_sec=round(eval_batch * _STEPS.value / eval_s, 2),
-            eval_clips_per_sec=round(eval_batch * views * _STEPS.value / eval_s, 2),
-            eval_compile_s=round(eval_compile_s, 2),
-            eval_step_s=round(eval_s / _STEPS.value, 3),
-            eval_step_cpu_s=round(eval_cpu_s / _STEPS.value, 3),
-        )
-        result.update(executable_figures("eval", eval_lowered, eval_exec, eval_s / _STEPS.value))
-        peak, _ = peak_memory_bytes(jax.devices()[0])
-        result["peak_memory_mb"] = round(peak / 2**20, 1)
+        _time_eval_step(result, steps, state, config, mesh, eval_batch, class_tokens, rng, present)
     result["peak_rss_mb"] = round(peak_rss_bytes() / 2**20, 1)
     result["loadavg_1min"] = round(os.getloadavg()[0], 2)
     stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None
