@@ -646,9 +646,14 @@ def say_calibration(predictor, run_classes: Sequence[str], out) -> None:
                 "GZSL calibration off (--nocalibrate): plain probabilities\n", file=out, flush=True
             )
     elif set(names) - set(run_classes) and set(names) & set(run_classes):
+        why = (
+            f"the run recorded no offset for step {predictor.step}"
+            if predictor.config.data.get("unseen_classes")
+            else "only a zero-shot run records one"
+        )
         print(
-            "note: new names are ranked beside the run's trained names with no GZSL calibration (only a "
-            "zero-shot run records one), so the trained names are favoured\n",
+            f"note: new names are ranked beside the run's trained names with no GZSL calibration ({why}), so "
+            "the trained names are favoured\n",
             file=out,
             flush=True,
         )

@@ -140,3 +140,29 @@ def test_predict_applies_and_says_the_runs_calibration(
     else:
         assert records[0]["top_k"][0]["class"] == "walking"
         assert "GZSL calibration off" in text and "gzsl_offset" not in saved[0]
+
+
+def test_a_run_without_held_out_classes_ranks_plainly_and_says_so(
+    zsl_workdir, tmp_path, monkeypatch
+):
+    """No class held out: no offset to apply; mixing in a new name prints why the trained names are favoured."""
+    workdir, config = zsl_workdir
+    config.data.unseen_classes = ()
+    monkeypatch.setattr(
+        api, "restore", lambda config, workdir, step: fake_model(config, workdir, 8)
+    )
+    clip = str(tmp_path / "clip.npz")
+    kp = np.tile(np.linspace(10, 90, 17)[None, None, :, None], (1, 6, 1, 2)).astype(np.float32)
+    np.savez(clip, keypoint=kp)
+    names = ("walking", "running", "cartwheeling")
+    out = tmp_path / "out.txt"
+    with open(out, "w") as f:
+        records = predict.run(
+            config, workdir, [clip], class_names=names, output=str(tmp_path / "p"), out=f
+        )
+    total = sum(math.exp(LOGITS[n]) for n in names)
+    assert records[0]["top_k"][0] == {
+        "class": "walking",
+        "prob": pytest.approx(math.exp(2.0) / total),
+    }
+    assert "no GZSL calibration (only a zero-shot run records one)" in out.read_text()
