@@ -416,3 +416,23 @@ def test_saved_config_round_trips(run_dir, config):
     assert jax.tree.leaves(config.to_dict()) == jax.tree.leaves(run_config.load(run_dir).to_dict())
     with open(os.path.join(run_dir, "config.json")) as f:
         assert json.load(f)["data"]["unseen_classes"] == []
+
+
+class _WritesAFile:
+    """A hostile clip file's payload: unpickling it with pickle.load would write `path`."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').write('pwned')",))
+
+
+def test_a_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path):
+    target = tmp_path / "written_by_the_pickle.txt"
+    path = tmp_path / "clip.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"keypoint": walk(10), "label": _WritesAFile(target)}, f)
+    with pytest.raises(predict.PredictError, match="refused global builtins.exec"):
+        predict.load_clips([str(path)], 17, None, "test")
+    assert not target.exists()
