@@ -398,6 +398,8 @@ class _SideModel:
     frame's middle), so that each window's answer shows which frames it was given."""
 
     step = 0
+    calibration = calibrated_mask = None  # a run with no GZSL offset (api.TrainedModel's fields)
+    calibrate = True
 
     def __init__(self, clip_len):
         self.clip_len = clip_len
