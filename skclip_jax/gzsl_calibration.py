@@ -43,7 +43,7 @@ class Calibration:
         ]
         if not rows:
             return None
-        trained = tuple(n for i, n in enumerate(run_classes) if i not in set(unseen))
+        trained = tuple(n for i, n in enumerate(run_classes) if i not in unseen)
         return cls(
             gamma=float(rows[-1]["gzsl_cal_gamma"]),
             step=step,
