@@ -63,14 +63,6 @@ def run_app(main: Callable[[Sequence[str]], None], program: str) -> None:
     app.run(main, flags_parser=command_line.flags_parser(program, config_flags=()))
 
 
-def check_no_arguments(argv: Sequence[str], program: str) -> None:
-    """Positional arguments are a mistake (every input is a flag): one line, exit status 2."""
-    if len(argv) > 1:
-        command_line.fail(
-            program, f"unexpected arguments {list(argv[1:])} (flags take the form --name=value)"
-        )
-
-
 def run_tool(convert: Callable[[], Mapping[str, Any]], program: str = "data_prep") -> None:
     """Runs a conversion; a DataPrepError (a bad input or argument, the user's to fix) becomes one line
     `program: error: ...` and exit status 2, and nothing is written.

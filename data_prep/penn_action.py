@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from data_prep import cli_common, tfds_writer
 from data_prep.tfds_writer import BadClip, Clip, DataPrepError
+from skclip_jax import command_line
 
 NAME = "penn_action"
 NUM_PENN_JOINTS = 13
@@ -189,7 +190,7 @@ PROGRAM = "data_prep.penn_action"
 
 
 def main(argv: Sequence[str]) -> None:
-    cli_common.check_no_arguments(argv, PROGRAM)
+    command_line.check_no_arguments(argv, PROGRAM)
     f = flags.FLAGS
     cli_common.run_tool(
         lambda: convert_penn_action(

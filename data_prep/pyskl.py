@@ -26,7 +26,7 @@ from absl import flags
 
 from data_prep import cli_common, tfds_writer
 from data_prep.tfds_writer import BadClip, Clip, DataPrepError
-from skclip_jax import safe_pickle
+from skclip_jax import command_line, safe_pickle
 
 CLASS_NAMES_DIR = os.path.join(os.path.dirname(__file__), "class_names")
 # Datasets whose class-name list ships with data_prep (from the original's lists/*.csv).
@@ -234,7 +234,7 @@ PROGRAM = "data_prep.pyskl"
 
 
 def main(argv: Sequence[str]) -> None:
-    cli_common.check_no_arguments(argv, PROGRAM)
+    command_line.check_no_arguments(argv, PROGRAM)
     f = flags.FLAGS
     cli_common.run_tool(
         lambda: convert_pyskl(

@@ -35,6 +35,7 @@ import numpy as np
 from absl import flags
 
 from data_prep import cli_common, tfds_writer
+from skclip_jax import command_line
 
 NAME = "synthetic_actions"
 # Bump when the generated clips change, so cached datasets are not reused across versions.
@@ -601,7 +602,7 @@ PROGRAM = "data_prep.synthetic"
 
 
 def main(argv: Sequence[str]) -> None:
-    cli_common.check_no_arguments(argv, PROGRAM)
+    command_line.check_no_arguments(argv, PROGRAM)
     f = flags.FLAGS
 
     def convert():

@@ -35,6 +35,8 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
+from skclip_jax import command_line
+
 FLAGS = flags.FLAGS
 USER_ERROR = 2
 
@@ -125,8 +127,7 @@ def run_folder() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        _fail(f"unexpected arguments: {argv[1:]}")
+    command_line.check_no_arguments(argv, "data_prep.video")
     _check_flags()
     # TF's start-up notices are not this tool's output (oneDNN only concerns TF ops; TF Lite runs here).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

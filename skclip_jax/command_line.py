@@ -33,6 +33,12 @@ def fail(program: str, message: Any, status: int = EXIT_USAGE) -> NoReturn:
     sys.exit(status)
 
 
+def check_no_arguments(argv: Sequence[str], program: str) -> None:
+    """Positional arguments are a mistake (every input is a flag): one line, exit status 2."""
+    if len(argv) > 1:
+        fail(program, f"unexpected arguments {list(argv[1:])} (flags take the form --name=value)")
+
+
 def exit_interrupted(program: str, message: Any) -> NoReturn:
     """Ctrl-C: `program: message` (what was saved) on stderr, exit status 130 as a shell reports it."""
     print(f"{program}: {message}", file=sys.stderr, flush=True)

@@ -241,10 +241,7 @@ def run(config, workdir: str):
 
 
 def main(argv):
-    if len(argv) > 1:
-        command_line.fail(
-            PROGRAM, f"unexpected arguments {argv[1:]} (flags take the form --name=value)"
-        )
+    command_line.check_no_arguments(argv, PROGRAM)
     try:
         config, workdir = resolve_run()
     except command_line.UserError as e:

@@ -681,10 +681,7 @@ def resolve_config(workdir: str, config=None):
 
 
 def main(argv):
-    if len(argv) > 1:
-        command_line.fail(
-            PROGRAM, f"unexpected arguments {argv[1:]} (flags take the form --name=value)"
-        )
+    command_line.check_no_arguments(argv, PROGRAM)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from skclip_jax import compilation_cache
