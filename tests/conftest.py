@@ -53,3 +53,21 @@ def tokens_and_bert():
     bert_cfg.hidden_dropout_prob = 0.0
     bert_cfg.attention_probs_dropout_prob = 0.0
     return tokens, bert_cfg, enc_id
+
+
+class _WritesAFile:
+    """A pickle payload as a hostile file would carry it: unpickling calls exec, which writes `path`."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').write('pwned')",))
+
+
+@pytest.fixture
+def file_writing_payload(tmp_path):
+    """(an object whose unpickling writes a file, that file): what a hostile pickle carries
+    (test_data_prep, test_predict)."""
+    target = tmp_path / "written_by_the_pickle.txt"
+    return _WritesAFile(target), target

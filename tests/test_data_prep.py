@@ -379,23 +379,13 @@ def test_pyskl_cli_refuses_a_pickle_without_label_0(tmp_path):
     assert "a pickle in which none has is refused" in " ".join(help_text.split())
 
 
-class _WritesAFile:
-    """A pickle payload as a hostile file would carry it: unpickling calls exec, which writes `path`."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.path!r}, 'w').write('pwned')",))
-
-
-def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+def test_a_pickle_that_would_run_code_is_refused(tmp_path, file_writing_payload):
     """pickle.load would write the file; the restricted loader refuses the global and writes nothing."""
     from skclip_jax import safe_pickle
 
-    target = tmp_path / "written_by_the_pickle.txt"
+    payload, target = file_writing_payload
     data = make_pyskl()
-    data["annotations"][0]["label"] = _WritesAFile(target)
+    data["annotations"][0]["label"] = payload
     pkl = write_pickle(tmp_path / "hostile.pkl", data)
     with pytest.raises(safe_pickle.UnsafePickleError, match="refused global builtins.exec"):
         safe_pickle.load(pkl)

@@ -418,21 +418,11 @@ def test_saved_config_round_trips(run_dir, config):
         assert json.load(f)["data"]["unseen_classes"] == []
 
 
-class _WritesAFile:
-    """A hostile clip file's payload: unpickling it with pickle.load would write `path`."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.path!r}, 'w').write('pwned')",))
-
-
-def test_a_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path):
-    target = tmp_path / "written_by_the_pickle.txt"
+def test_a_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path, file_writing_payload):
+    payload, target = file_writing_payload
     path = tmp_path / "clip.pkl"
     with open(path, "wb") as f:
-        pickle.dump({"keypoint": walk(10), "label": _WritesAFile(target)}, f)
+        pickle.dump({"keypoint": walk(10), "label": payload}, f)
     with pytest.raises(predict.PredictError, match="refused global builtins.exec"):
         predict.load_clips([str(path)], 17, None, "test")
     assert not target.exists()
