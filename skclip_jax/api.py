@@ -108,11 +108,12 @@ def score_clip(state, keypoint, keypoint_score, class_feats, *, model, opts):
       class_feats: [L, E] class text features.
 
     Returns:
-      probs [L]: softmax(similarity / temperature) averaged over views (and flips), as `steps.eval_step`;
+      view_logits [views, L]: similarity / temperature of every view (and flip), as `steps.eval_step`, whose
+      probabilities are their softmax averaged over the views;
       weights [L, T']: WFI frame weights of every class averaged over the views, T' = time steps after
-      SlowOnly's temporal strides.
+      SlowOnly's temporal strides;
+      temperature: the run's temperature (scalar).
     """
-    import jax
     import jax.numpy as jnp
 
     from skclip_jax import steps, wfi
@@ -120,12 +121,11 @@ def score_clip(state, keypoint, keypoint_score, class_feats, *, model, opts):
     frames = steps.test_view_frames(state, keypoint, keypoint_score, model=model, opts=opts)
     temperature = jnp.clip(state.params["temperature"], *opts.temperature_range)
     sim = wfi.pairwise_similarity(frames, class_feats, opts.activation)  # [views, L]
-    probs = jnp.mean(jax.nn.softmax(sim / temperature, axis=-1), axis=0)
     cosines = jnp.einsum(
         "vtc,lc->vlt", wfi.l2_normalize(frames), wfi.l2_normalize(class_feats)
     )  # [views, L, T']
     weights = jnp.mean(wfi.frame_weights(cosines, opts.activation), axis=0)
-    return probs, weights
+    return sim / temperature, weights, temperature
 
 
 @dataclasses.dataclass
@@ -150,8 +150,8 @@ class TrainedModel:
     class_feats: Any = None
     # The classes the run trained on (the key of its class descriptions).
     run_classes: tuple[str, ...] = ()
-    # A zero-shot run's GZSL offset for the restored step (gzsl_calibration.py), applied to the trained names
-    # when the class list also holds new ones, unless `calibrate` is False.
+    # A zero-shot run's GZSL gate for the restored step (gzsl_calibration.py), applied when the class list mixes
+    # trained and new names, unless `calibrate` is False.
     calibration: Any = None
     calibrate: bool = True
 
@@ -174,7 +174,7 @@ class TrainedModel:
 
     @property
     def calibrated_mask(self) -> np.ndarray | None:
-        """bool [L] over class_names: where the GZSL offset applies now (None: nowhere)."""
+        """bool [L] over class_names: the trained names, when the GZSL gate applies now (None: it does not)."""
         if self.calibration is None or not self.calibrate:
             return None
         return self.calibration.trained_mask(self.class_names)
@@ -193,18 +193,33 @@ class TrainedModel:
         )
 
     def __call__(self, sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """(probs [L], frame weights [L, T']) of one checked clip (`validate_clip`'s dict); probs are
-        calibrated (the trained names lowered by the run's offset) where `calibrated_mask` says so."""
+        """(probs [L], frame weights [L, T']) of one checked clip (`validate_clip`'s dict); where
+        `calibrated_mask` says so, probs come through the run's GZSL gate (`scores`)."""
+        probs, weights, _ = self.scores(sample)
+        return probs, weights
+
+    def scores(self, sample: dict[str, Any]):
+        """(probs [L], frame weights [L, T'], the GZSL gate's decision or None) of one checked clip.
+
+        With a class list that mixes the run's trained names with new ones (a zero-shot run, `calibrate` on),
+        the gate ranks the clip among the trained names or among the new ones (gzsl_calibration.py): probs are
+        then the softmax over that side, 0 on the other.
+        """
         import jax
 
         from skclip_jax import gzsl_calibration
 
         views = self.views(sample)
-        probs, weights = jax.device_get(
+        view_logits, weights, temperature = jax.device_get(
             self.scorer(self.state, views["keypoint"], views["keypoint_score"], self.class_feats)
         )
-        gamma = self.calibration.gamma if self.calibration is not None else 0.0
-        return gzsl_calibration.apply(probs, self.calibrated_mask, gamma), weights
+        mask = self.calibrated_mask
+        if mask is None:
+            return gzsl_calibration.view_mean_softmax(view_logits), weights, None
+        probs, gate = gzsl_calibration.gated(
+            view_logits, float(temperature), mask, self.calibration.threshold
+        )
+        return probs, weights, gate
 
     def rank(
         self,
@@ -216,9 +231,9 @@ class TrainedModel:
     ) -> list[tuple[str, float]]:
         """Ranks action names for one clip; returns up to `top_k` (class name, probability) pairs, best first.
 
-        A zero-shot run's names mixed with new ones are ranked with its GZSL calibration (the trained names'
-        probabilities lowered by the run's offset; `calibrated_mask` says where): set `calibrate = False` first
-        for the plain probabilities.
+        A zero-shot run's names mixed with new ones go through its GZSL gate (`scores`): the clip is ranked among
+        the trained names or among the new ones, and the other side follows with probability 0. Set
+        `calibrate = False` first for the plain probabilities over every name.
 
         Args:
           keypoint: [M, T, V, 2] or [T, V, 2] pixel coordinates (x, y), COCO-17 order, as predict's files hold.

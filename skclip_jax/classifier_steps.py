@@ -156,14 +156,15 @@ def compile_steps(
 
 
 def score_clip(state, keypoint, keypoint_score, class_feats, *, model, opts):
-    """`api.score_clip` for the classifier: (probs [L] averaged over the views and flips, frame weights [L, T']).
+    """`api.score_clip` for the classifier: (logits [views, L] of the views and flips, frame weights [L, T'],
+    temperature 1: its logits are the head's).
 
     The head pools every time step equally, so each class's frame weights are uniform, 1 / T'.
     """
     del class_feats
     logits, frames = view_logits(state, keypoint, keypoint_score, model=model, opts=opts)
-    probs = jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0)
-    return probs, jnp.full((logits.shape[-1], frames), 1.0 / frames, jnp.float32)
+    weights = jnp.full((logits.shape[-1], frames), 1.0 / frames, jnp.float32)
+    return logits, weights, jnp.ones((), jnp.float32)
 
 
 @dataclasses.dataclass

@@ -122,41 +122,39 @@ def seen_unseen_margins(probs: np.ndarray, unseen: np.ndarray) -> np.ndarray:
     return probs[:, is_seen_class].max(-1) - probs[:, ~is_seen_class].max(-1)
 
 
-def seen_unseen_curve(
-    probs: np.ndarray, labels: np.ndarray, unseen: np.ndarray
+def switching_curve(
+    d: np.ndarray,
+    seen_pred: np.ndarray,
+    unseen_pred: np.ndarray,
+    labels: np.ndarray,
+    unseen: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """GZSL accuracies under calibrated stacking, for every calibration at once (Chao et al., 2016).
+    """GZSL accuracies of a rule that gives each clip its seen-name choice until a threshold passes its value d
+    and its unseen-name choice from there on, for every threshold at once.
 
-    Calibrated stacking predicts ``argmax_c probs[c] - gamma * [c is seen]``. A clip keeps its best seen class
-    while ``gamma < d`` (``d`` = its best seen minus its best unseen probability) and takes its best unseen class
-    from there on, so sweeping ``gamma`` over the sorted ``d`` gives every reachable (seen, unseen) accuracy pair.
+    Calibrated stacking is such a rule (d = best seen minus best unseen probability, the threshold is the offset
+    gamma), and so is the seen/unseen gate (d = the clip's similarity to its nearest seen name).
 
     Args:
-      probs: float [N, L] clip probabilities over all L classes (the evaluation's view-averaged ones).
+      d: float [N] the threshold at which each clip switches to its unseen choice.
+      seen_pred, unseen_pred: int [N] each clip's class among the seen / the unseen names.
       labels: int [N] true classes.
-      unseen: int [U] held-out classes (non-empty, not all classes).
+      unseen: int [U] held-out classes.
 
     Returns:
-      (seen_acc, unseen_acc): float [K] each, in gamma order from -inf (all seen: (A_S, 0)) to +inf (all
+      (seen_acc, unseen_acc): float [K] each, in threshold order from -inf (all seen: (A_S, 0)) to +inf (all
       unseen: (0, A_U)), a point wherever either accuracy changes.
     """
-    probs = np.asarray(probs, np.float64)
     labels = np.asarray(labels, np.int64)
-    is_seen_class = np.ones(probs.shape[-1], bool)
-    is_seen_class[np.asarray(unseen, np.int64)] = False
-    seen_cls, unseen_cls = np.flatnonzero(is_seen_class), np.flatnonzero(~is_seen_class)
-    best_seen = seen_cls[probs[:, seen_cls].argmax(-1)]
-    best_unseen = unseen_cls[probs[:, unseen_cls].argmax(-1)]
-    d = seen_unseen_margins(probs, unseen)
-    on_seen = is_seen_class[labels]
+    on_seen = ~np.isin(labels, np.asarray(unseen, np.int64))
     n_seen, n_unseen = max(on_seen.sum(), 1), max((~on_seen).sum(), 1)
-    # A clip's contribution while it predicts its seen class (gamma < d), and after it switches (gamma >= d).
-    gain_before = (on_seen & (best_seen == labels)) / n_seen
-    gain_after = (~on_seen & (best_unseen == labels)) / n_unseen
+    # A clip's contribution while it keeps its seen choice, and after it switches.
+    gain_before = (on_seen & (seen_pred == labels)) / n_seen
+    gain_after = (~on_seen & (unseen_pred == labels)) / n_unseen
     thresholds = np.unique(d)
     order = np.argsort(d, kind="stable")
     d_sorted = d[order]
-    # After passing threshold t (gamma = t), every clip with d <= t has switched.
+    # After passing threshold t, every clip with d <= t has switched.
     switched = np.searchsorted(d_sorted, thresholds, side="right")
     cum_before = np.concatenate([[0.0], np.cumsum(gain_before[order])])
     cum_after = np.concatenate([[0.0], np.cumsum(gain_after[order])])
@@ -167,6 +165,43 @@ def seen_unseen_curve(
     return seen_acc[changed], unseen_acc[changed]
 
 
+def _seen_unseen_choices(probs: np.ndarray, unseen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int [N] each: the best seen and the best unseen class of every clip by `probs` [N, L]."""
+    is_seen_class = np.ones(probs.shape[-1], bool)
+    is_seen_class[np.asarray(unseen, np.int64)] = False
+    seen_cls, unseen_cls = np.flatnonzero(is_seen_class), np.flatnonzero(~is_seen_class)
+    return seen_cls[probs[:, seen_cls].argmax(-1)], unseen_cls[probs[:, unseen_cls].argmax(-1)]
+
+
+def seen_unseen_curve(
+    probs: np.ndarray, labels: np.ndarray, unseen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """GZSL accuracies under calibrated stacking, for every calibration at once (Chao et al., 2016).
+
+    Calibrated stacking predicts ``argmax_c probs[c] - gamma * [c is seen]``. A clip keeps its best seen class
+    while ``gamma < d`` (``d`` = its best seen minus its best unseen probability) and takes its best unseen class
+    from there on (`switching_curve`).
+
+    Args:
+      probs: float [N, L] clip probabilities over all L classes (the evaluation's view-averaged ones).
+      labels: int [N] true classes.
+      unseen: int [U] held-out classes (non-empty, not all classes).
+
+    Returns:
+      (seen_acc, unseen_acc) as `switching_curve`.
+    """
+    probs = np.asarray(probs, np.float64)
+    best_seen, best_unseen = _seen_unseen_choices(probs, unseen)
+    d = seen_unseen_margins(probs, unseen)
+    return switching_curve(d, best_seen, best_unseen, labels, unseen)
+
+
+def _area(seen_acc: np.ndarray, unseen_acc: np.ndarray) -> float:
+    """The area under a seen-unseen accuracy curve (seen accuracy falling along it)."""
+    x, y = seen_acc[::-1], unseen_acc[::-1]
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
+
+
 def ausuc(probs: np.ndarray, labels: np.ndarray, unseen: np.ndarray) -> float:
     """Area under the seen-unseen accuracy curve (Chao et al., 2016): GZSL over every calibration.
 
@@ -174,10 +209,8 @@ def ausuc(probs: np.ndarray, labels: np.ndarray, unseen: np.ndarray) -> float:
     calibrated H it chooses nothing on the test clips. 1 is perfect; a model that never gets an unseen clip right
     scores 0.
     """
-    seen_acc, unseen_acc = seen_unseen_curve(probs, labels, unseen)
     # The curve runs from (A_S, 0) to (0, A_U) with seen accuracy falling: integrate A_U over A_S.
-    x, y = seen_acc[::-1], unseen_acc[::-1]
-    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
+    return _area(*seen_unseen_curve(probs, labels, unseen))
 
 
 def zero_shot_metrics(
@@ -280,6 +313,73 @@ def calibrated_gzsl_metrics(
         "gzsl_cal_h": harmonic_mean(cal_seen, cal_unseen),
         "gzsl_cal_gamma": gamma,
         "calibration_seen_top1": _accuracy(cal_pred, calibration_labels),
+    }
+
+
+def nearest_seen_similarity(
+    view_logits: np.ndarray, unseen: np.ndarray, temperature: float
+) -> np.ndarray:
+    """float [N]: each clip's cosine similarity to its nearest seen name, averaged over its views.
+
+    It is what the seen/unseen gate reads: unlike a probability, which the low temperature saturates near 1 for
+    seen and unseen clips alike, the similarity itself stays lower for clips of actions the run never trained on.
+    """
+    view_logits = np.asarray(view_logits, np.float64)
+    is_seen_class = ~np.isin(np.arange(view_logits.shape[-1]), np.asarray(unseen, np.int64))
+    return view_logits.mean(axis=1)[:, is_seen_class].max(-1) * float(temperature)
+
+
+def gated_gzsl_metrics(
+    view_logits: np.ndarray,
+    labels: np.ndarray,
+    calibration_view_logits: np.ndarray,
+    unseen: np.ndarray,
+    temperature: float,
+    keep_seen: float = 0.95,
+) -> dict[str, float]:
+    """GZSL with a seen/unseen gate (as Socher et al., 2013, gate novel classes), set on held-out seen clips only.
+
+    A clip whose similarity to its nearest seen name (`nearest_seen_similarity`) reaches the threshold chooses
+    among the seen names, any other clip among the unseen names. The threshold keeps `keep_seen` of the held-out
+    seen-class clips of the training split on the seen side, as calibrated stacking's offset does; no unseen
+    clip chooses it.
+
+    Args:
+      view_logits, labels: the test split (as `zero_shot_metrics`).
+      calibration_view_logits: held-out clips of seen classes (never trained on).
+      unseen: int [U] held-out classes.
+      temperature: the run's temperature (view_logits = similarity / temperature).
+      keep_seen: fraction of calibration clips kept on the seen side.
+
+    Returns:
+      gzsl_gate_seen / gzsl_gate_unseen / gzsl_gate_h: GZSL top-1 through the gate; gzsl_gate_threshold: the
+      similarity threshold; gzsl_gate_ausuc: the area under the gate's seen-unseen curve over every threshold
+      (chosen on nothing, as `ausuc` for calibrated stacking).
+    """
+    labels = np.asarray(labels, np.int64)
+    unseen = np.unique(np.asarray(unseen, np.int64))
+    num_classes = view_logits.shape[-1]
+    seen = np.setdiff1d(np.arange(num_classes), unseen)
+    threshold = float(
+        np.quantile(
+            nearest_seen_similarity(calibration_view_logits, unseen, temperature), 1.0 - keep_seen
+        )
+    )
+    similarity = nearest_seen_similarity(view_logits, unseen, temperature)
+    seen_pred = seen[subset_probs(view_logits, seen).argmax(-1)]
+    unseen_pred = unseen[subset_probs(view_logits, unseen).argmax(-1)]
+    pred = np.where(similarity >= threshold, seen_pred, unseen_pred)
+    is_unseen = np.isin(labels, unseen)
+    gate_seen = _accuracy(pred[~is_unseen], labels[~is_unseen])
+    gate_unseen = _accuracy(pred[is_unseen], labels[is_unseen])
+    # A clip switches to its unseen choice once the threshold passes its similarity.
+    curve = switching_curve(similarity, seen_pred, unseen_pred, labels, unseen)
+    return {
+        "gzsl_gate_seen": gate_seen,
+        "gzsl_gate_unseen": gate_unseen,
+        "gzsl_gate_h": harmonic_mean(gate_seen, gate_unseen),
+        "gzsl_gate_threshold": threshold,
+        "gzsl_gate_ausuc": _area(*curve),
     }
 
 

@@ -91,9 +91,9 @@ def define_flags() -> None:
     flags.DEFINE_bool(
         "calibrate",
         True,
-        "Zero-shot runs: when --classes mixes the names the run trained on with new ones, lower the trained "
-        "names' probabilities by the run's GZSL offset (docs/zero_shot.md); --nocalibrate ranks with the plain "
-        "probabilities.",
+        "Zero-shot runs: when --classes mixes the names the run trained on with new ones, rank each clip among "
+        "the trained names or among the new ones by the run's GZSL gate (docs/zero_shot.md); --nocalibrate ranks "
+        "every name by the plain probabilities.",
     )
     flags.mark_flags_as_required(["workdir", "input"])
 
@@ -434,16 +434,29 @@ def frame_weight_axis(ax, weights: np.ndarray) -> None:
     ax.set_ylim(0, top)
 
 
-def format_table(clip: Clip, class_names, probs: np.ndarray, top_k: int) -> str:
+def format_table(clip: Clip, class_names, probs: np.ndarray, top_k: int, gate=None) -> str:
     top = np.argsort(-probs, kind="stable")[:top_k]
     title = clip.input + (f" [{clip.frame_dir}]" if clip.frame_dir else "")
     width = max(len("class"), *(len(class_names[c]) for c in top))
     lines = [title, f"  rank  {'class':<{width}}  probability"]
     lines += [f"  {r + 1:>4}  {class_names[c]:<{width}}  {probs[c]:.4f}" for r, c in enumerate(top)]
+    if gate is not None:
+        lines.append(f"  ({gate_summary(gate)})")
     return "\n".join(lines)
 
 
-def prediction_record(clip, class_names, probs, weights, positions, top_k) -> dict[str, Any]:
+def gate_summary(gate) -> str:
+    """The GZSL gate's decision for one clip, in words."""
+    relation, side = (">=", "trained") if gate.trained else ("<", "new")
+    return (
+        f"similarity to the nearest trained name {gate.similarity:.3f} {relation} {gate.threshold:.3f}: "
+        f"ranked among the {side} names"
+    )
+
+
+def prediction_record(
+    clip, class_names, probs, weights, positions, top_k, gate=None
+) -> dict[str, Any]:
     top = np.argsort(-probs, kind="stable")[:top_k]
     record = {"input": clip.input}
     if clip.frame_dir is not None:
@@ -451,6 +464,8 @@ def prediction_record(clip, class_names, probs, weights, positions, top_k) -> di
     record["top_k"] = [{"class": class_names[c], "prob": float(probs[c])} for c in top]
     record["frame_weights"] = [float(w) for w in weights[top[0]]]
     record["frame_positions"] = [float(p) for p in positions]
+    if gate is not None:
+        record["gzsl_gate"] = gate.record()
     return record
 
 
@@ -508,17 +523,18 @@ def predict_video(
         sub_sample = timeline.window_sample(clip.sample, w)
         sub = Clip(clip.input, f"{name}@{w.start_s:.2f}-{w.end_s:.2f}s", sub_sample, fps=fps)
         start = time.perf_counter()
-        probs, weights = predictor(sub.sample)
+        probs, weights, gate = predictor.scores(sub.sample)
         seconds.append(time.perf_counter() - start)
         positions = frame_positions(sub, config, weights.shape[-1])
-        full = prediction_record(sub, class_names, probs, weights, positions + w.start, top_k)
+        full = prediction_record(sub, class_names, probs, weights, positions + w.start, top_k, gate)
         record.update({k: v for k, v in full.items() if k not in ("input", "frame_dir")})
         scored.append((probs, weights, positions, sub))
         if len(windows) == 1:
-            print(format_table(sub, class_names, probs, top_k) + "\n", file=out, flush=True)
+            print(format_table(sub, class_names, probs, top_k, gate) + "\n", file=out, flush=True)
         else:
             top = "  ".join(f"{c['class']} {c['prob']:.2f}" for c in record["top_k"][:3])
-            print(f"  {w.start_s:8.2f}-{w.end_s:8.2f} s  {top}", file=out, flush=True)
+            side = "" if gate is None else f"  ({'trained' if gate.trained else 'new'} names)"
+            print(f"  {w.start_s:8.2f}-{w.end_s:8.2f} s  {top}{side}", file=out, flush=True)
         if best is None or probs.max() > scored[best][0].max():
             best = w.index
     if best is None:
@@ -609,17 +625,14 @@ def run(
             )  # fmt: skip
             continue
         start = time.perf_counter()
-        probs, weights = predictor(clip.sample)
+        probs, weights, gate = predictor.scores(clip.sample)
         seconds.append(time.perf_counter() - start)
         positions = frame_positions(clip, config, weights.shape[-1])
-        print(format_table(clip, class_names, probs, top_k) + "\n", file=out, flush=True)
-        records.append(prediction_record(clip, class_names, probs, weights, positions, top_k))
+        print(format_table(clip, class_names, probs, top_k, gate) + "\n", file=out, flush=True)
+        records.append(prediction_record(clip, class_names, probs, weights, positions, top_k, gate))
         plot_frames(
             clip, class_names, probs, weights, positions, os.path.join(output, f"{name}_frames.png")
         )
-    if predictor.calibrated_mask is not None:
-        for record in records:  # the scores are calibrated: each row says by how much
-            record["gzsl_offset"] = predictor.calibration.gamma
     run_config.write_atomic(
         os.path.join(output, "predictions.jsonl"), "".join(json.dumps(r) + "\n" for r in records)
     )
@@ -631,28 +644,26 @@ def run(
 
 
 def say_calibration(predictor, run_classes: Sequence[str], out) -> None:
-    """One line above the tables when the trained names are ranked against new ones: whether the run's GZSL
-    offset lowers the trained names (and how to turn it off), or why nothing does."""
+    """One line above the tables when the trained names are ranked against new ones: that the run's GZSL gate
+    decides between them (and how to turn it off), or why nothing does."""
     names = predictor.class_names
     if predictor.calibrated_mask is not None:
         print(
-            f"{predictor.calibration.describe()} (--nocalibrate: plain probabilities)\n",
+            f"{predictor.calibration.describe()} (--nocalibrate: plain probabilities over every name)\n",
             file=out,
             flush=True,
         )
     elif predictor.calibration is not None and not predictor.calibrate:
         if predictor.calibration.trained_mask(names) is not None:
-            print(
-                "GZSL calibration off (--nocalibrate): plain probabilities\n", file=out, flush=True
-            )
+            print("GZSL gate off (--nocalibrate): plain probabilities\n", file=out, flush=True)
     elif set(names) - set(run_classes) and set(names) & set(run_classes):
         why = (
-            f"the run recorded no offset for step {predictor.step}"
+            f"the run recorded no gate for step {predictor.step}"
             if predictor.config.data.get("unseen_classes")
             else "only a zero-shot run records one"
         )
         print(
-            f"note: new names are ranked beside the run's trained names with no GZSL calibration ({why}), so "
+            f"note: new names are ranked beside the run's trained names with no GZSL gate ({why}), so "
             "the trained names are favoured\n",
             file=out,
             flush=True,

@@ -242,7 +242,8 @@ def run_evaluation(
 
 
 def _calibrated_metrics(exp: Experiment, state, class_feats, view_logits, labels) -> dict:
-    """Calibrated GZSL on the test split, its offset chosen on the calibration split's seen-class clips."""
+    """Calibrated and gated GZSL on the test split, offset and gate threshold chosen on the calibration split's
+    seen-class clips."""
     split = exp.config.data.calibration_split
     if not split:
         return {}
@@ -251,14 +252,17 @@ def _calibrated_metrics(exp: Experiment, state, class_feats, view_logits, labels
     if not seen_rows.any():
         logging.warning("data.calibration_split=%r holds no seen-class clip: not calibrated", split)
         return {}
-    return evaluators.calibrated_gzsl_metrics(
-        view_logits,
-        labels,
-        cal_logits[seen_rows],
-        cal_labels[seen_rows],
-        exp.unseen,
-        exp.config.data.calibration_keep_seen,
+    keep_seen = exp.config.data.calibration_keep_seen
+    metrics = evaluators.calibrated_gzsl_metrics(
+        view_logits, labels, cal_logits[seen_rows], cal_labels[seen_rows], exp.unseen, keep_seen
     )
+    temperature = float(np.clip(state.params["temperature"], *exp.config.model.temperature_range))
+    metrics.update(
+        evaluators.gated_gzsl_metrics(
+            view_logits, labels, cal_logits[seen_rows], exp.unseen, temperature, keep_seen
+        )
+    )
+    return metrics
 
 
 def _fetch_train_metrics(buffer: list[tuple[int, dict]]) -> list[tuple[int, dict[str, float]]]:

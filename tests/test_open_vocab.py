@@ -155,6 +155,51 @@ def test_calibrated_gzsl_against_a_loop():
         )
 
 
+def test_gated_gzsl_against_a_loop():
+    """The gate reads each clip's cosine to its nearest seen name (logits x temperature, views averaged), keeps
+    keep_seen of the calibration clips above its threshold, and sends every other clip to the unseen names."""
+    rng = np.random.default_rng(11)
+    num_classes, unseen, seen, temperature = 6, np.array([1, 4]), [0, 2, 3, 5], 0.07
+    test_logits = rng.uniform(-1, 1, size=(50, 3, num_classes)) / temperature
+    test_labels = rng.integers(0, num_classes, size=50)
+    cal_logits = rng.uniform(-1, 1, size=(20, 3, num_classes)) / temperature
+    m = evaluators.gated_gzsl_metrics(
+        test_logits, test_labels, cal_logits, unseen, temperature, keep_seen=0.75
+    )
+
+    def nearest_seen(logits):
+        return max(np.mean([view[c] * temperature for view in logits]) for c in seen)
+
+    def choose(logits, classes):
+        p = [np.exp(v[classes] - v[classes].max()) for v in logits]
+        return classes[int(np.argmax(np.mean([q / q.sum() for q in p], axis=0)))]
+
+    # 75 % of the calibration clips (15 of 20) reach the threshold.
+    assert sum(nearest_seen(lg) >= m["gzsl_gate_threshold"] for lg in cal_logits) == 15
+    sims = [nearest_seen(lg) for lg in test_logits]
+
+    def accuracies(threshold):
+        right = {True: [], False: []}
+        for lg, sim, y in zip(test_logits, sims, test_labels, strict=True):
+            classes = np.array(seen) if sim >= threshold else unseen
+            right[bool(y in unseen)].append(choose(lg, classes) == y)
+        return np.mean(right[False]), np.mean(right[True])
+
+    s, u = accuracies(m["gzsl_gate_threshold"])
+    assert (m["gzsl_gate_seen"], m["gzsl_gate_unseen"]) == pytest.approx((s, u))
+    assert m["gzsl_gate_h"] == pytest.approx(evaluators.harmonic_mean(s, u))
+    # The area over every threshold: a dense sweep between every pair of neighbouring similarities.
+    edges = np.sort(np.unique(sims))
+    thresholds = np.concatenate([[-np.inf], (edges[1:] + edges[:-1]) / 2, [np.inf]])
+    points = []
+    for p in (accuracies(t) for t in thresholds):
+        if not points or p != points[-1]:
+            points.append(p)
+    area = sum((a[0] - b[0]) * (a[1] + b[1]) / 2 for a, b in zip(points, points[1:], strict=False))
+    assert m["gzsl_gate_ausuc"] == pytest.approx(area, abs=1e-12)
+    assert 0.0 < area < 1.0
+
+
 def test_carve_split_percent_arithmetic():
     from skclip_jax import input_pipeline
 

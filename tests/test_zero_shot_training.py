@@ -162,9 +162,13 @@ def test_calibration_clips_never_train_and_choose_the_kept_checkpoint(
     assert any(
         split == "train[66%:]" for split, _ in reads
     )  # evaluation read the calibration clips.
-    for key in ("gzsl_cal_seen", "gzsl_cal_unseen", "gzsl_cal_h", "calibration_seen_top1"):
+    for key in (
+        "gzsl_cal_seen", "gzsl_cal_unseen", "gzsl_cal_h", "calibration_seen_top1",
+        "gzsl_gate_seen", "gzsl_gate_unseen", "gzsl_gate_h", "gzsl_gate_ausuc",
+    ):  # fmt: skip
         assert 0.0 <= result[key] <= 1.0, key
     assert np.isfinite(result["gzsl_cal_gamma"])
+    assert -1.0 <= result["gzsl_gate_threshold"] <= 1.0  # a cosine similarity
     assert saved[-1] == {"top1": result["calibration_seen_top1"]}  # never the test split's clips.
     # The saved run config is the one given: evaluating the workdir again carves the same splits.
     with open(os.path.join(tmp_path, "config.json")) as f:
