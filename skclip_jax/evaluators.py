@@ -196,7 +196,7 @@ def seen_unseen_curve(
     return switching_curve(d, best_seen, best_unseen, labels, unseen)
 
 
-def _area(seen_acc: np.ndarray, unseen_acc: np.ndarray) -> float:
+def curve_area(seen_acc: np.ndarray, unseen_acc: np.ndarray) -> float:
     """The area under a seen-unseen accuracy curve (seen accuracy falling along it)."""
     x, y = seen_acc[::-1], unseen_acc[::-1]
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
@@ -210,7 +210,7 @@ def ausuc(probs: np.ndarray, labels: np.ndarray, unseen: np.ndarray) -> float:
     scores 0.
     """
     # The curve runs from (A_S, 0) to (0, A_U) with seen accuracy falling: integrate A_U over A_S.
-    return _area(*seen_unseen_curve(probs, labels, unseen))
+    return curve_area(*seen_unseen_curve(probs, labels, unseen))
 
 
 def zero_shot_metrics(
@@ -379,7 +379,7 @@ def gated_gzsl_metrics(
         "gzsl_gate_unseen": gate_unseen,
         "gzsl_gate_h": harmonic_mean(gate_seen, gate_unseen),
         "gzsl_gate_threshold": threshold,
-        "gzsl_gate_ausuc": _area(*curve),
+        "gzsl_gate_ausuc": curve_area(*curve),
     }
 
 

@@ -1,7 +1,9 @@
 """Zero-shot runs: unseen-class clips and texts never reach a training step, counted at the source and the step."""
 
+import io
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -12,6 +14,7 @@ from configs import demo
 from skclip_jax import class_texts, input_pipeline, train
 from skclip_jax import steps as steps_lib
 from skclip_jax.models import text
+from skclip_jax.tools import gzsl_probe
 
 UNSEEN = 1  # the synthetic dataset's class 1 (of 4).
 
@@ -173,3 +176,14 @@ def test_calibration_clips_never_train_and_choose_the_kept_checkpoint(
     # The saved run config is the one given: evaluating the workdir again carves the same splits.
     with open(os.path.join(tmp_path, "config.json")) as f:
         assert json.load(f)["data"]["train_split"] == "train"
+    # The diagnostic tool recomputes the clips' similarities on its own and reaches the evaluation's GZSL figures.
+    out = io.StringIO()
+    gzsl_probe.probe(str(tmp_path), None, out=out)
+    rows = dict(re.findall(r"^  (\S.*?)\s+([\d. /]+?)\s+[\d.]+$", out.getvalue(), re.M))
+    for rule, prefix in (
+        ("stacking on probabilities", "gzsl_cal"),
+        ("gate on the nearest seen cosine", "gzsl_gate"),
+    ):
+        figures = [float(x) / 100 for x in rows[rule].split("/")]
+        want = [result[f"{prefix}_{k}"] for k in ("seen", "unseen", "h")]
+        assert figures == pytest.approx(want, abs=6e-4), rule
