@@ -198,7 +198,7 @@ class TrainedModel:
         probs, weights, _ = self.scores(sample)
         return probs, weights
 
-    def scores(self, sample: dict[str, Any]):
+    def scores(self, sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, Any]:
         """(probs [L], frame weights [L, T'], the GZSL gate's decision or None) of one checked clip.
 
         With a class list that mixes the run's trained names with new ones (a zero-shot run, `calibrate` on),

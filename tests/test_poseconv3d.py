@@ -68,7 +68,10 @@ def test_cpu_variant_keeps_its_sizes_and_takes_the_recipe():
         assert config.data[field] == cpu.data[field], field
     assert tuple(config.model.slowonly.stage_blocks) == tuple(cpu.model.slowonly.stage_blocks)
     assert config.batch_size == cpu.batch_size and config.num_epochs == cpu.num_epochs
-    assert config.model.kind == "poseconv3d" and config.optim.lr == 0.01
+    # 10 passes: the short-run rate and late decay chosen on `cpu,poseconv3d,val`, not the original's 0.01 at 9/24.
+    assert config.num_epochs * config.data.repeat < poseconv3d.FULL_RATE_PASSES
+    assert config.model.kind == "poseconv3d" and config.optim.lr == poseconv3d.SHORT_RUN_LR == 0.2
+    assert tuple(config.poseconv3d.lr_steps) == poseconv3d.SHORT_RUN_LR_STEPS == (0.75, 0.92)
     assert config.poseconv3d.momentum == 0.9 and config.data.test_flip
     # Registry order, not typed order.
     assert penn_action.get_config("poseconv3d,cpu").to_dict() == config.to_dict()
