@@ -227,6 +227,8 @@ def probe(workdir: str, step: int | None, out=sys.stdout) -> None:
         p(f"    nearest seen name {_spread(m[:, seen].max(-1))}")
         p(f"    nearest unseen    {_spread(m[:, ~seen].max(-1))}")
     rows = np.isin(test.labels, unseen)
+    own_pre = test_pre.mean[rows][np.arange(rows.sum()), test_pre.labels[rows]]
+    p(f"  unseen test clips' own name with the pretrained BERT's texts {_spread(own_pre)}")
     chosen = np.flatnonzero(seen)[test.mean[rows][:, seen].argmax(-1)]
     counts = sorted(zip(*np.unique(chosen, return_counts=True), strict=True), key=lambda x: -x[1])
     p("  unseen test clips' nearest seen name: " + ", ".join(f"{names[c]} {n}" for c, n in counts))
