@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from skclip_jax import class_texts, metrics_io
+from skclip_jax import class_texts, evaluators, metrics_io
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,15 +88,14 @@ class Calibration:
 
 def view_mean_softmax(view_logits: np.ndarray) -> np.ndarray:
     """float [L]: softmax over the names of each view's logits [V, L], averaged over the views."""
-    logits = np.asarray(view_logits, np.float64)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    return (probs / probs.sum(-1, keepdims=True)).mean(0)
+    return evaluators.subset_probs(view_logits[None], np.arange(view_logits.shape[-1]))[0]
 
 
 def gated(
     view_logits: np.ndarray, temperature: float, mask: np.ndarray, threshold: float
 ) -> tuple[np.ndarray, Gate]:
-    """The gate on one clip: (probs [L], its decision).
+    """The gate on one clip, by the evaluation's own rule (`evaluators.gated_gzsl_metrics`): (probs [L], its
+    decision).
 
     Args:
       view_logits: [V, L] similarity / temperature of each view against every name.
@@ -109,11 +108,15 @@ def gated(
       the decision.
     """
     view_logits = np.asarray(view_logits, np.float64)
-    similarity = float(view_logits[:, mask].mean(0).max() * temperature)
-    side = mask if similarity >= threshold else ~mask
+    new_names = np.flatnonzero(~mask)
+    similarity = float(
+        evaluators.nearest_seen_similarity(view_logits[None], new_names, temperature)[0]
+    )
+    trained = similarity >= threshold
+    side = np.flatnonzero(mask) if trained else new_names
     probs = np.zeros(view_logits.shape[-1])
-    probs[side] = view_mean_softmax(view_logits[:, side])
-    return probs, Gate(similarity, float(threshold), bool(similarity >= threshold))
+    probs[side] = evaluators.subset_probs(view_logits[None], side)[0]
+    return probs, Gate(similarity, float(threshold), bool(trained))
 
 
 def _key(name: str) -> str:
