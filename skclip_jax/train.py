@@ -198,7 +198,7 @@ def _build_experiment(config: ml_collections.ConfigDict, load_pretrained: bool) 
     )
 
 
-def _predict_split(exp: Experiment, state, class_feats, split: str | None = None):
+def predict_split(exp: Experiment, state, class_feats, split: str | None = None):
     """(probs [N, L], labels [N], per-view logits [N, V, L]) of every clip of the test split (or `split`).
 
     The per-view logits are kept for zero-shot runs only (their subset metrics need them); else None.
@@ -231,7 +231,7 @@ def run_evaluation(
     jax.block_until_ready(state)
     host_memory.release_free_heap()
     class_feats = exp.steps.encode_classes(state, exp.class_tokens)
-    probs, labels, view_logits = _predict_split(exp, state, class_feats)
+    probs, labels, view_logits = predict_split(exp, state, class_feats)
     metrics = evaluators.classification_metrics(probs, labels)
     if exp.unseen:
         metrics.update(evaluators.zero_shot_metrics(view_logits, labels, exp.unseen))
@@ -247,7 +247,7 @@ def _calibrated_metrics(exp: Experiment, state, class_feats, view_logits, labels
     split = exp.config.data.calibration_split
     if not split:
         return {}
-    _, cal_labels, cal_logits = _predict_split(exp, state, class_feats, split)
+    _, cal_labels, cal_logits = predict_split(exp, state, class_feats, split)
     seen_rows = ~np.isin(cal_labels, exp.unseen)
     if not seen_rows.any():
         logging.warning("data.calibration_split=%r holds no seen-class clip: not calibrated", split)

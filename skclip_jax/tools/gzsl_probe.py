@@ -29,11 +29,6 @@ def define_flags() -> None:
     flags.mark_flags_as_required(["workdir"])
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
@@ -79,7 +74,7 @@ def rule_rows(test: Split, held: Split, pretrained: tuple[Split, Split], unseen,
         return row(name, pred, ev.ausuc(score_test, test.labels, unseen))
 
     def probs(split, t):
-        return _softmax(split.sims / t).mean(1)
+        return ev.subset_probs(split.sims / t, np.arange(num_classes))
 
     rows = [
         stack("stacking on probabilities", probs(test, temperature), probs(held, temperature)),
@@ -105,12 +100,12 @@ def rule_rows(test: Split, held: Split, pretrained: tuple[Split, Split], unseen,
             probs(held_pre, temperature),
         )
     )
-    seen_pred = seen_cls[_softmax(test.sims[..., seen_cls] / temperature).mean(1).argmax(-1)]
-    unseen_pred = unseen_cls[_softmax(test.sims[..., unseen_cls] / temperature).mean(1).argmax(-1)]
+    seen_pred = seen_cls[ev.subset_probs(test.sims / temperature, seen_cls).argmax(-1)]
+    unseen_pred = unseen_cls[ev.subset_probs(test.sims / temperature, unseen_cls).argmax(-1)]
     confidences = {
-        "gate on the maximum seen probability": lambda s: (
-            _softmax(s.sims[..., seen_cls] / temperature).mean(1).max(-1)
-        ),
+        "gate on the maximum seen probability": lambda s: ev.subset_probs(
+            s.sims / temperature, seen_cls
+        ).max(-1),
         "gate on the seen energy": lambda s: (
             temperature * np.log(np.exp(s.sims[..., seen_cls] / temperature).sum(-1))
         ).mean(1),
@@ -127,9 +122,8 @@ def rule_rows(test: Split, held: Split, pretrained: tuple[Split, Split], unseen,
 
 def probe(workdir: str, step: int | None, out=sys.stdout) -> None:
     import jax
-    import jax.numpy as jnp
 
-    from skclip_jax import checkpointing, factory, input_pipeline, run_config, steps, train, wfi
+    from skclip_jax import checkpointing, factory, run_config, train
 
     config = run_config.load(workdir)
     exp = train.build_experiment(config, load_pretrained=True)  # exp.state: the pretrained BERT
@@ -146,54 +140,24 @@ def probe(workdir: str, step: int | None, out=sys.stdout) -> None:
     seen = ~np.isin(np.arange(len(names)), unseen)
     temperature = float(np.clip(state.params["temperature"], *config.model.temperature_range))
     params_pre = dict(state.params, text_encoder=exp.state.params["text_encoder"])
-    feats = np.asarray(exp.steps.encode_classes(state, exp.class_tokens))
-    feats_pre = np.asarray(
-        exp.steps.encode_classes(state.replace(params=params_pre), exp.class_tokens)
-    )
-    parts = factory.build(
-        exp.config,
-        total_steps=exp.total_steps,
-        steps_per_epoch=exp.steps_per_epoch,
-        tower=factory.load_text_tower(exp.config),
-        num_classes=exp.info.num_classes,
-    )
-    opts = steps.StepOptions.from_config(exp.config)
-
-    @jax.jit
-    def view_sims(keypoint, score, class_feats):
-        b, n = keypoint.shape[:2]
-        frames = steps.test_view_frames(
-            state,
-            keypoint.reshape((b * n,) + keypoint.shape[2:]),
-            score.reshape((b * n,) + score.shape[2:]),
-            model=parts.model,
-            opts=opts,
-        )
-        sim = wfi.pairwise_similarity(frames, class_feats, opts.activation)  # [F * b * n, L]
-        return jnp.moveaxis(sim.reshape(-1, b, n, sim.shape[-1]), 0, 1).reshape(
-            b, -1, sim.shape[-1]
-        )
+    class_feats = exp.steps.encode_classes(state, exp.class_tokens)
+    class_feats_pre = exp.steps.encode_classes(state.replace(params=params_pre), exp.class_tokens)
+    feats, feats_pre = np.asarray(class_feats), np.asarray(class_feats_pre)
 
     def split(name, class_feats):
-        sims, labels = [], []
-        for batch in input_pipeline.eval_iterator(exp.info, exp.config, split=name):
-            keep = np.asarray(batch["mask"], bool)
-            s = view_sims(
-                jnp.asarray(batch["keypoint"]), jnp.asarray(batch["keypoint_score"]), class_feats
-            )
-            sims.append(np.asarray(s)[keep])
-            labels.append(np.asarray(batch["label"])[keep])
-        return Split(np.concatenate(sims), np.concatenate(labels))
+        # The evaluation's own pass over a split: per-view logits, here back to cosine similarities.
+        _, labels, view_logits = train.predict_split(exp, state, class_feats, name)
+        return Split(view_logits * temperature, labels)
 
-    test = split(exp.config.data.test_split, jnp.asarray(feats))
-    test_pre = split(exp.config.data.test_split, jnp.asarray(feats_pre))
+    test = split(exp.config.data.test_split, class_feats)
+    test_pre = split(exp.config.data.test_split, class_feats_pre)
 
     def seen_only(s):
         rows = ~np.isin(s.labels, unseen)
         return Split(s.sims[rows], s.labels[rows])
 
-    held_seen = seen_only(split(exp.config.data.calibration_split, jnp.asarray(feats)))
-    held_pre = seen_only(split(exp.config.data.calibration_split, jnp.asarray(feats_pre)))
+    held_seen = seen_only(split(exp.config.data.calibration_split, class_feats))
+    held_pre = seen_only(split(exp.config.data.calibration_split, class_feats_pre))
 
     p = functools.partial(print, file=out)
     p(f"{workdir}, step {position['step']}; unseen: {', '.join(names[i] for i in unseen)}")
